@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Freeze runs as a record folder, then check it.
+
+    python records/submit.py <track> <Name> logs/<uuid>.txt ... [--date YYYY-MM-DD] [--records DIR]
+
+Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
+script is exactly what ran), the logs copied unchanged, and a README.md stub with the measured
+numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does not
+parse, or the logs embed different scripts. Prints the record's check line; exit code follows it.
+"""
+import argparse
+import datetime
+import os
+import re
+import shutil
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ inside records/, the folder check.py walks
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check  # noqa: E402
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def readme_stub(track, name, date, s, runs):
+    target = s["target"]
+    p = "-" if s["p"] is None else check.fmt(s["p"], ".2g")
+    lines = [f"# {name} ({track}, {date})", "",
+             "## What changed and why", "",
+             "TODO: describe the change against the previous record, and why it should help.", "",
+             "## Results", "",
+             "Measured by records/submit.py from the step lines of the logs in this folder; "
+             "`python records/check.py` recomputes them.", "",
+             "| log | final val loss | train time |", "|---|--:|--:|"]
+    lines += [f"| {r['file']} | {r['val_loss']:.4f} | {r['train_time_ms'] / 1000:.1f} s |" for r in runs]
+    lines += ["",
+              f"- n = {s['n']}",
+              f"- val loss = {check.fmt(s['mean'], '.4f')} ± {check.fmt(s['std'], '.4f')} (mean ± std)",
+              f"- target = {'not set' if target is None else target}; "
+              + ("baseline: defines the target, no p-test" if s["baseline"] else
+                 f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"),
+              f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("track")
+    ap.add_argument("name", help="record name, e.g. Baseline or MuonLR; the folder is <date>_<name>")
+    ap.add_argument("logs", nargs="+", help="logs/<uuid>.txt of every run of the claim")
+    ap.add_argument("--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)")
+    ap.add_argument("--records", default=os.path.dirname(os.path.abspath(__file__)),
+                    help="records folder (default: the folder of submit.py)")
+    ap.add_argument("--target", action="append", metavar="TRACK=VALUE",
+                    help="override a track's target (for tests); repeatable")
+    args = ap.parse_args(argv)
+    try:
+        targets = check.parse_targets(args.target)
+    except ValueError as e:
+        ap.error(str(e))
+
+    def refuse(msg):
+        print(f"refused: {msg}", file=sys.stderr)
+        return 2
+
+    if args.track not in targets:
+        return refuse(f"unknown track {args.track!r} (known: {', '.join(sorted(targets))})")
+    if not NAME_RE.fullmatch(args.name):
+        return refuse(f"name {args.name!r}: use letters, digits, '_', '-', '.'")
+    try:
+        ok_date = bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date)) and bool(datetime.date.fromisoformat(args.date))
+    except ValueError:
+        ok_date = False
+    if not ok_date:
+        return refuse(f"date {args.date!r} is not YYYY-MM-DD")
+    dest = os.path.join(os.path.abspath(args.records), args.track, f"{args.date}_{args.name}")
+    if os.path.exists(dest):
+        return refuse(f"{dest} already exists")
+
+    # Everything is read and checked before anything is written, so a refusal leaves no debris.
+    names = [os.path.basename(p) for p in args.logs]
+    if len(set(names)) != len(names):
+        return refuse("two logs share a file name")
+    if not all(n.endswith(".txt") for n in names):
+        return refuse("logs must be named <uuid>.txt")
+    runs = []
+    for path in args.logs:
+        try:
+            runs.append(check.read_log(path))
+        except check.LogError as e:
+            return refuse(f"{path}: {e}")
+    for path, run in zip(args.logs, runs):
+        if run["source"] != runs[0]["source"]:
+            return refuse(f"{path} embeds a different script than {args.logs[0]}")
+
+    os.makedirs(dest)
+    with open(os.path.join(dest, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+        f.write(runs[0]["source"])
+    for path in args.logs:
+        shutil.copyfile(path, os.path.join(dest, os.path.basename(path)))
+    # The stub's numbers come from the same check that verifies the folder afterwards.
+    r = check.check_record(dest, args.track, targets)
+    with open(os.path.join(dest, "README.md"), "w", encoding="utf-8") as f:
+        f.write(readme_stub(args.track, args.name, args.date, r, r["runs"]))
+    r = check.check_record(dest, args.track, targets)
+    print(check.record_line(r))
+    print(f"created {dest}: fill in '## What changed and why' in its README.md")
+    return 0 if r["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

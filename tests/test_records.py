@@ -1,0 +1,255 @@
+"""records/check.py and records/submit.py, on records built in tmp dirs from real tiny runs of
+train_gpt.py (3 seeds, a few seconds each, done once per module)."""
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = REPO / "train_gpt.py"
+RULER = "=" * 100
+TRACK = "cpu_shakespeare"
+
+sys.path.insert(0, str(REPO / "data"))
+sys.path.insert(0, str(REPO / "records"))
+_dwb, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ inside records/
+import check  # noqa: E402
+import shards  # noqa: E402
+import submit as submit_mod  # noqa: E402
+sys.dont_write_bytecode = _dwb
+
+VOCAB = 256  # a tiny vocab keeps the lm_head (the bulk of the FLOPs at this size) cheap
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """Three finished logs of train_gpt.py, seeds 1-3, on random-token shards."""
+    if not TRAIN.exists():
+        pytest.skip(f"{TRAIN} does not exist yet")
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 40_000), ("val", 5_000)]:
+        tokens = rng.integers(0, VOCAB - 1, n)
+        tokens[::500] = VOCAB - 1  # documents start with an EOT-like token
+        shards.write_shard(root / f"{split}_000.bin", tokens)
+    out = []
+    for seed in (1, 2, 3):
+        cwd = root / f"seed{seed}"
+        cwd.mkdir()
+        # sample_tokens=0: sampling needs the GPT-2 tokenizer (network); peak_flops given: skips the
+        # matmul benchmark; threads=1: someone else may be timing things on this machine.
+        cmd = [sys.executable, str(TRAIN), "--track=cpu_shakespeare",
+               f"--train_files={root}/train_*.bin", f"--val_files={root}/val_*.bin",
+               "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
+               "--device_batch_size=256", "--batch_size=512", "--num_iterations=10",
+               "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
+               f"--vocab_size={VOCAB}", "--sample_tokens=0", "--peak_flops=1e10", "--threads=1"]
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        [log] = (cwd / "logs").glob("*.txt")
+        out.append(log)
+    return out
+
+
+def final_loss(log):
+    return float(re.search(r"^final_val_loss:(\S+)", log.read_text(), re.M)[1])
+
+
+def source_of(log):
+    return log.read_bytes().split((RULER + "\n").encode())[1]
+
+
+def make_record(records, name, logs):
+    """records/<TRACK>/<name>/ with the script taken from the first log, the logs, a README."""
+    d = records / TRACK / name
+    d.mkdir(parents=True)
+    (d / "train_gpt.py").write_bytes(source_of(logs[0]))
+    for log in logs:
+        shutil.copyfile(log, d / log.name)
+    (d / "README.md").write_text(f"# {name}\n")
+    return d
+
+
+def run_check(records, *args, target=None):
+    """check.main in-process (the CLI costs a second of imports per call); returns (exit code, lines)."""
+    argv = ["--records", str(records), *args]
+    if target is not None:
+        argv += ["--target", f"{TRACK}={target}"]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = check.main(argv)
+    return code, buf.getvalue().splitlines()
+
+
+def easy_target(logs):
+    return round(max(final_loss(p) for p in logs) + 1, 4)  # far above the runs: p is tiny
+
+
+def test_runs_differ_and_parse(logs):
+    losses = [final_loss(p) for p in logs]
+    assert len(set(losses)) == 3, losses  # seeds must give different losses for the t-test
+    for p in logs:
+        run = check.read_log(p)
+        assert run["val_loss"] == final_loss(p) and run["total"] == 10
+        assert run["source"].encode() == source_of(p) == TRAIN.read_bytes()
+
+
+def test_good_record_passes(tmp_path, logs):
+    make_record(tmp_path, "2025-01-02_Good", logs)
+    code, lines = run_check(tmp_path, target=easy_target(logs))
+    assert code == 0, lines
+    [line] = lines
+    mean = np.mean([final_loss(p) for p in logs])
+    assert line.startswith(f"{TRACK}/2025-01-02_Good  n=3  val_loss={mean:.4f}±") and line.endswith("OK")
+
+
+def test_target_not_reached_fails(tmp_path, logs):
+    make_record(tmp_path, "2025-01-02_Slow", logs)
+    code, [line] = run_check(tmp_path, target=min(final_loss(p) for p in logs) - 1)
+    assert code == 1 and "FAIL: mean" in line and "above target" in line
+
+
+def test_baseline_exempt_and_unset_target(tmp_path, logs):
+    make_record(tmp_path, "2025-01-01_Baseline", logs[:1])  # one run: fine for a baseline
+    make_record(tmp_path, "2025-01-02_Other", logs[1:])
+    code, lines = run_check(tmp_path, target="none")
+    assert code == 0, lines
+    assert lines[0].endswith("OK (baseline, defines the target)")
+    assert lines[1].endswith("OK (target not set, logs verified only)")
+
+
+def test_source_differs_fails(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Edited", logs)
+    with open(d / "train_gpt.py", "a") as f:
+        f.write("# tweaked after the runs\n")
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and "embedded source differs from train_gpt.py" in line
+
+
+def test_edited_final_loss_fails(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Liar", logs)
+    log = d / logs[0].name
+    text = log.read_text()
+    real = final_loss(logs[0])
+    log.write_text(text.replace(f"final_val_loss:{real:.4f}", f"final_val_loss:{real - 0.1:.4f}"))
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"{logs[0].name}: final_val_loss:" in line and "disagrees" in line
+
+
+def test_single_run_fails(tmp_path, logs):
+    make_record(tmp_path, "2025-01-02_Lucky", logs[:1])
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and "n=1" in line and "at least 2" in line
+
+
+def test_copied_run_fails(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Copy", logs[:2])
+    shutil.copyfile(logs[0], d / "00000000-copy.txt")
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and "copied run" in line
+
+
+def test_malformed_records_fail_in_one_line(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Broken", logs)
+    text = logs[0].read_text()
+    (d / logs[0].name).write_text(text[: text.index("step:6/10")])  # crashed mid-run
+    (d / logs[1].name).write_bytes(b"\xff\xfe not a log")
+    swapped = logs[2].read_text().split("\n")
+    i = next(k for k, s in enumerate(swapped) if s.startswith("step:3/10"))
+    swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+    (d / logs[2].name).write_text("\n".join(swapped))
+    make_record(tmp_path, "2025-01-03_NoScript", logs)
+    (tmp_path / TRACK / "2025-01-03_NoScript" / "train_gpt.py").unlink()
+    (tmp_path / TRACK / "not-a-date").mkdir()
+    # The real CLI: one line per record, exit 1, no traceback.
+    p = subprocess.run([sys.executable, str(REPO / "records" / "check.py"), "--records", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stderr
+    broken, noscript, nodate = p.stdout.splitlines()
+    assert "unfinished run" in broken and "unreadable" in broken and "do not increase" in broken
+    assert "missing or unreadable train_gpt.py" in noscript
+    assert "not YYYY-MM-DD_Name" in nodate
+
+
+README = "# Speedrun\n\nintro\n\n<!-- records:begin -->\nstale\n<!-- records:end -->\n\nafter\n"
+
+
+def test_table_is_deterministic_and_between_markers(tmp_path, logs):
+    records = tmp_path / "records"
+    make_record(records, "2025-01-01_Baseline", logs[:2])
+    make_record(records, "2025-01-02_Faster", logs[1:])
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    args = ["--table", "--readme", str(readme)]
+    code, _ = run_check(records, *args, target=easy_target(logs))
+    first = readme.read_bytes()
+    code2, _ = run_check(records, *args, target=easy_target(logs))
+    assert code == code2 == 0 and readme.read_bytes() == first
+    text = first.decode()
+    assert text.startswith("# Speedrun\n\nintro\n\n<!-- records:begin -->\n") and "stale" not in text
+    assert text.endswith("<!-- records:end -->\n\nafter\n")
+    rows = [s for s in text.splitlines() if s.startswith("| 2025-")]
+    assert rows[0].startswith("| 2025-01-01 | [Baseline](records/cpu_shakespeare/2025-01-01_Baseline) | 2 |")
+    assert rows[1].startswith("| 2025-01-02 | [Faster](records/cpu_shakespeare/2025-01-02_Faster) | 2 |")
+    assert "| 1.000x | OK |" in rows[0] and rows[1].endswith("x | OK |")
+    assert "### 8xh100_fineweb" in text and "No records yet." in text
+
+    readme.write_text("# no markers\n")
+    code, _ = run_check(records, *args)
+    assert code == 2 and readme.read_text() == "# no markers\n"
+
+
+def test_plot_writes_png_linked_from_table(tmp_path, logs):
+    records = tmp_path / "records"
+    make_record(records, "2025-01-01_Baseline", logs)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    code, _ = run_check(records, "--plot", "--table", "--readme", str(readme), target=easy_target(logs))
+    png = records / f"{TRACK}.png"
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"[{TRACK}.png](records/{TRACK}.png)" in readme.read_text()
+
+
+def refused(records, *args):
+    """submit.main in-process for the refusals; returns (exit code, stderr)."""
+    buf = io.StringIO()
+    with redirect_stderr(buf), redirect_stdout(io.StringIO()):
+        code = submit_mod.main([*map(str, args), "--records", str(records)])
+    return code, buf.getvalue()
+
+
+def test_submit_round_trip(tmp_path, logs):
+    records = tmp_path / "records"
+    target = f"--target={TRACK}={easy_target(logs)}"
+    # The real CLI once, as an author would run it.
+    p = subprocess.run([sys.executable, str(REPO / "records" / "submit.py"), TRACK, "Tiny", *map(str, logs),
+                        "--date", "2025-01-05", "--records", str(records), target], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    d = records / TRACK / "2025-01-05_Tiny"
+    assert (d / "train_gpt.py").read_bytes() == source_of(logs[0])
+    for log in logs:
+        assert (d / log.name).read_bytes() == log.read_bytes()
+    readme = (d / "README.md").read_text()
+    assert "## What changed and why" in readme and "n = 3" in readme and "p = " in readme
+    assert p.stdout.splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3") and "OK" in p.stdout
+    assert run_check(records, target=easy_target(logs))[0] == 0
+
+    before = sorted(os.listdir(d))
+    code, err = refused(records, TRACK, "Tiny", *logs, "--date", "2025-01-05", target)
+    assert code != 0 and "already exists" in err and sorted(os.listdir(d)) == before
+
+    code, err = refused(records, "no_such_track", "Tiny", *logs)
+    assert code != 0 and "unknown track" in err
+
+    other = tmp_path / "aaaaaaaa-other.txt"  # same run, but it claims a different script
+    other.write_text(logs[1].read_text().replace(RULER + "\n", RULER + "\n# other\n", 1))
+    code, err = refused(records, TRACK, "Mixed", logs[0], other, "--date", "2025-01-06", target)
+    assert code != 0 and "different script" in err
+    assert not (records / TRACK / "2025-01-06_Mixed").exists()

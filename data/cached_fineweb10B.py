@@ -7,8 +7,8 @@ Fetches <prefix>_val_000000.bin and <prefix>_train_000001.bin .. <prefix>_train_
               into data/fineweb10B/
   --edu       dataset kjj0/finewebedu10B-gpt2 (99 train shards), files finewebedu_*.bin,
               into data/finewebedu10B/
-N defaults to 8 (800M training tokens, about 100M per shard): enough for the 8xH100 record run,
-which trains on 0.73B tokens; upstream's `cached_fineweb10B.py 8` fetched the same files.
+N defaults to 16 (1.6B training tokens, 100M per shard): the 8xH100 record run trains on
+3000 steps x 524,288 = 1.57B tokens, and a shorter stream would wrap around and repeat data.
 
 Files already present and valid (shards.read_header) are skipped without touching the network,
 so a complete directory works offline. Every downloaded file is validated; an invalid one is
@@ -115,8 +115,8 @@ def download(names, directory, repo):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("n", nargs="?", type=int, default=8,
-                   help="number of training shards, ~100M tokens each (default 8)")
+    p.add_argument("n", nargs="?", type=int, default=16,
+                   help="number of training shards, ~100M tokens each (default 16)")
     p.add_argument("--edu", action="store_true", help="FineWeb-Edu instead of FineWeb")
     p.add_argument("--dir", help="target directory (default data/fineweb10B or data/finewebedu10B)")
     args = p.parse_args(argv)

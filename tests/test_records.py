@@ -31,8 +31,6 @@ VOCAB = 256  # a tiny vocab keeps the lm_head (the bulk of the FLOPs at this siz
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     """Three finished logs of train_gpt.py, seeds 1-3, on random-token shards."""
-    if not TRAIN.exists():
-        pytest.skip(f"{TRAIN} does not exist yet")
     root = tmp_path_factory.mktemp("runs")
     rng = np.random.default_rng(0)
     for split, n in [("train", 40_000), ("val", 5_000)]:
@@ -253,3 +251,14 @@ def test_submit_round_trip(tmp_path, logs):
     code, err = refused(records, TRACK, "Mixed", logs[0], other, "--date", "2025-01-06", target)
     assert code != 0 and "different script" in err
     assert not (records / TRACK / "2025-01-06_Mixed").exists()
+
+
+def test_repo_records_pass_and_readme_table_is_current():
+    """What `python records/check.py --table` would write is what README.md holds."""
+    records = REPO / "records"
+    results = [check.check_record(d, t, check.TARGETS) for t, d in check.find_records(str(records))]
+    assert results and all(r["ok"] for r in results), [check.record_line(r) for r in results]
+    plots = {t for t in check.TARGETS if (records / f"{t}.png").is_file()}
+    expected = check.table(results, check.TARGETS, str(REPO), str(records), plots)
+    readme = (REPO / "README.md").read_text()
+    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, "run: python records/check.py --table --plot"

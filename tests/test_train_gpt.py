@@ -78,8 +78,8 @@ def test_tiny_run_learns_and_logs(workdir):
     lines = [line for line in log.split(ruler)[3].splitlines() if line.startswith("step:")]
     assert lines and all(STEP_RE.match(line) for line in lines), "every step line parses with one regex"
     steps = step_lines(log)
-    assert [s for s, kind in steps if kind == "val"] == [0, 10, 20, 30]
-    assert steps[(30, "val")] < steps[(0, "val")] - 2.0, "val loss must fall on a learnable stream"
+    assert [s for s, kind in steps if kind == "val"] == [10, 20, 30]
+    assert steps[(30, "val")] < steps[(10, "val")] - 0.5 and steps[(30, "val")] < 5.0, "val loss must fall"
     assert steps[(30, "train")] < steps[(1, "train")] - 2.0
     assert f"final_val_loss:{steps[(30, 'val')]:.4f}" in log
     assert re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)
@@ -95,7 +95,7 @@ def test_two_ranks_equal_one_rank_with_twice_the_accumulation(workdir):
     two_ranks = step_lines(newest_log(workdir))
     run(workdir, *args)
     one_rank = step_lines(newest_log(workdir))
-    assert two_ranks.keys() == one_rank.keys() and len(one_rank) == 6 + 3
+    assert two_ranks.keys() == one_rank.keys() and len(one_rank) == 6 + 2
     for key in one_rank:
         assert abs(two_ranks[key] - one_rank[key]) <= 1.5e-4, key
 

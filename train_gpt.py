@@ -10,6 +10,7 @@ this source, so a log alone reproduces its run.
 """
 import copy
 import dataclasses
+import gc
 import math
 import os
 import platform
@@ -45,7 +46,7 @@ class Hyperparameters:
     val_files: str = "data/fineweb10B/fineweb_val_*.bin"
     val_tokens: int = 10485760  # fixed val set, whatever the world size; 0 = every val token
     batch_size: int = 8 * 64 * 1024  # tokens per optimizer step, over all ranks and micro-steps
-    device_batch_size: int = 64 * 1024  # tokens per forward pass on one device (fits an 80GB H100)
+    device_batch_size: int = 64 * 1024  # at most this many tokens per forward pass (fits an 80GB H100)
     seq_len: int = 1024
     # model
     vocab_size: int = 50304  # GPT-2's 50257, padded to a multiple of 128 for fast matmuls
@@ -325,16 +326,17 @@ def load_tokens(path):
 
 
 class DataLoader:
-    """Each call takes the next world_size * B * T tokens (+1 for the targets) of the stream; rank r
-    reads the r-th slice. So ranks see disjoint data and a step's tokens do not depend on how they
-    are split over ranks and micro-steps. Shards are read in order and wrap around."""
+    """The training stream, one optimizer step at a time: each call returns the next batch_size + 1
+    tokens (inputs, and targets shifted by one). Every rank gets the whole span and uses only its
+    own rows of it, so a step's tokens do not depend on how they are split over ranks and
+    micro-steps. Shards are read in order and wrap around."""
 
-    def __init__(self, pattern, B, T, rank, world_size):
+    def __init__(self, pattern, batch_size):
         self.files, sizes = find_shards(pattern)
-        self.B, self.T, self.rank, self.world_size = B, T, rank, world_size
-        if min(sizes) < world_size * B * T + 1:
-            sys.exit(f"train_gpt.py: {self.files[sizes.index(min(sizes))]} has {min(sizes)} tokens, fewer "
-                     f"than one step of device_batch_size * world_size = {world_size * B * T}")
+        self.batch_size = batch_size
+        if min(sizes) < batch_size + 1:
+            sys.exit(f"train_gpt.py: {self.files[sizes.index(min(sizes))]} has {min(sizes)} tokens, "
+                     f"fewer than one step of batch_size = {batch_size}")
         self.load_state(dict(shard=0, pos=0))
 
     def state(self):
@@ -344,15 +346,11 @@ class DataLoader:
         self.shard, self.pos = state["shard"], state["pos"]
         self.tokens = load_tokens(self.files[self.shard])
 
-    def next_batch(self, device):
-        span = self.world_size * self.B * self.T
-        if self.pos + span + 1 > len(self.tokens):
+    def next_batch(self):
+        if self.pos + self.batch_size + 1 > len(self.tokens):
             self.load_state(dict(shard=(self.shard + 1) % len(self.files), pos=0))
-        start = self.pos + self.rank * self.B * self.T
-        buf = torch.from_numpy(self.tokens[start:start + self.B * self.T + 1].astype(np.int64))
-        self.pos += span
-        buf = buf.to(device, non_blocking=True)
-        return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+        self.pos += self.batch_size
+        return self.tokens[self.pos - self.batch_size:self.pos + 1]
 
 
 def load_val_tokens(pattern, val_tokens):
@@ -480,11 +478,19 @@ def main():
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     master = rank == 0
 
-    assert h.device_batch_size % h.seq_len == 0, "device_batch_size must be a multiple of seq_len"
-    assert h.batch_size % (world_size * h.device_batch_size) == 0, \
-        f"batch_size must be a multiple of world_size * device_batch_size = {world_size * h.device_batch_size}"
-    grad_accum_steps = h.batch_size // (world_size * h.device_batch_size)
-    train_loader = DataLoader(h.train_files, h.device_batch_size // h.seq_len, h.seq_len, rank, world_size)
+    # A step's batch_size tokens are rows of seq_len, dealt to world_size ranks x grad_accum_steps
+    # micro-steps of at most device_batch_size tokens, as evenly as possible: 8 GPUs take 64 rows each
+    # in 1 micro-step, 3 GPUs 56-57 rows in each of 3. Any world size trains on the same tokens.
+    if h.batch_size % h.seq_len or h.device_batch_size < h.seq_len:
+        sys.exit("train_gpt.py: batch_size must be a multiple of seq_len, and device_batch_size >= seq_len")
+    num_rows = h.batch_size // h.seq_len
+    grad_accum_steps = math.ceil(num_rows / (world_size * (h.device_batch_size // h.seq_len)))
+    slots = world_size * grad_accum_steps  # slot k is micro-step k // world_size on rank k % world_size
+    if num_rows < slots:
+        sys.exit(f"train_gpt.py: {num_rows} rows per step cannot fill {world_size} ranks x {grad_accum_steps} "
+                 f"micro-steps; raise batch_size")
+    row_bounds = [k * num_rows // slots for k in range(slots + 1)]
+    train_loader = DataLoader(h.train_files, h.batch_size)
     val_tokens = load_val_tokens(h.val_files, h.val_tokens)
 
     if h.seed == 0:
@@ -551,21 +557,24 @@ def main():
                 group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
         for group in muon.param_groups:
             group["momentum"] = muon_momentum(step, h)
-        train_loss = torch.zeros((), device=device)
+        tokens, train_loss = train_loader.next_batch(), torch.zeros((), device=device)
         for micro_step in range(grad_accum_steps):
-            x, y = train_loader.next_batch(device)
+            k = micro_step * world_size + rank
+            rows = tokens[row_bounds[k] * h.seq_len:row_bounds[k + 1] * h.seq_len + 1]
+            buf = torch.from_numpy(rows.astype(np.int64)).to(device, non_blocking=True)
             last_micro = micro_step == grad_accum_steps - 1
             with ddp_model.no_sync() if world_size > 1 and not last_micro else nullcontext():
-                loss = ddp_model(x, y)
-                (loss / grad_accum_steps).backward()
-            train_loss += loss.detach() / grad_accum_steps
+                loss = ddp_model(buf[:-1].view(-1, h.seq_len), buf[1:].view(-1, h.seq_len), reduction="sum")
+                # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
+                (loss * world_size / h.batch_size).backward()
+            train_loss += loss.detach()
         if world_size > 1:
-            dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
+            dist.all_reduce(train_loss)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters()])
         for opt in optimizers:
             opt.step()
         raw_model.zero_grad(set_to_none=True)
-        return train_loss.item(), grad_norm.item()
+        return train_loss.item() / h.batch_size, grad_norm.item()
 
     if h.compile:  # compile outside the timed loop, then restore the exact initial state
         initial = copy.deepcopy(dict(model=raw_model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
@@ -625,6 +634,8 @@ def main():
         except Exception as e:  # the run is done and logged; a missing tokenizer must not fail it
             log(f"sample skipped: no GPT-2 tokenizer ({type(e).__name__}); run: python data/tokenizer.py")
     if world_size > 1:
+        del ddp_model  # its reducer must go before the process group, or gloo aborts at exit (torch 2.13)
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -9,6 +9,7 @@ Any hyperparameter can be overridden as --name=value. Each run writes logs/<uuid
 this source, so a log alone reproduces its run.
 """
 import copy
+import ctypes
 import dataclasses
 import gc
 import math
@@ -33,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 with open(__file__) as f:
     code = f.read()
+RULER = "=" * 100  # around the source at the top of a log, and after the environment
 
 # -----------------------------------------------------------------------------
 # Hyperparameters: the defaults are the 8xH100 FineWeb record; a track preset overrides some.
@@ -54,6 +56,7 @@ class Hyperparameters:
     model_dim: int = 768
     num_heads: int = 6
     logit_softcap: float = 30.0  # 0 = off
+    head_cutoffs: str = ""  # frequency-rank cutoffs of an adaptive softmax, e.g. "2048,8192"; "" = full softmax
     # optimization
     num_iterations: int = 3000
     warmup_steps: int = 0
@@ -72,6 +75,7 @@ class Hyperparameters:
     seed: int = 0  # 0 = a fresh seed each run (logged), so repeated runs measure the spread
     compile: bool = True
     threads: int = 0  # CPU threads per process; 0 = the cores divided among local ranks
+    dtype: str = "auto"  # of activations and matmuls: float32, bfloat16, or auto = measured (see choose_dtype)
     peak_flops: float = 0.0  # per-device peak for MFU; 0 = datasheet on known GPUs, else measured
 
 
@@ -115,7 +119,31 @@ def parse_args(argv):
             setattr(h, name, kind(value))
         except (KeyError, ValueError):
             sys.exit(f"train_gpt.py: --{name} wants a {kind.__name__}, got {value!r}")
+    validate(h)
     return h
+
+
+def validate(h):
+    """Stops with one line naming the first hyperparameter out of its range, and the range."""
+    cutoffs = h.head_cutoffs.split(",") if h.head_cutoffs else []
+    ints = [int(c) for c in cutoffs if c.isdigit()]
+    rules = [(name, getattr(h, name) >= 1, ">= 1") for name in ("num_iterations", "seq_len", "num_layers", "model_dim", "vocab_size")]
+    rules += [(name, getattr(h, name) >= 0, ">= 0 (0 = off, every val token, or measured)") for name in (
+        "val_tokens", "val_loss_every", "save_every", "sample_tokens", "threads", "warmup_steps",
+        "muon_momentum_warmup_steps", "logit_softcap", "peak_flops")]
+    rules += [
+        ("batch_size", h.seq_len >= 1 and h.batch_size >= h.seq_len and h.batch_size % h.seq_len == 0,
+         "a positive multiple of seq_len"),
+        ("device_batch_size", h.device_batch_size >= h.seq_len, ">= seq_len"),
+        ("num_heads", h.num_heads >= 1 and h.model_dim % h.num_heads == 0 and h.model_dim // h.num_heads % 2 == 0,
+         f"divides model_dim={h.model_dim} into heads of even size (rotary turns pairs of dimensions)"),
+        ("head_cutoffs", len(ints) == len(cutoffs) and ints == sorted(set(ints)) and all(0 < c < h.vocab_size for c in ints)
+         and h.model_dim // 4 ** len(ints) >= 1, "increasing ranks in (0, vocab_size), comma-separated; '' = full softmax"),
+        ("cooldown_frac", 0 <= h.cooldown_frac <= 1, "in [0, 1]"),
+        ("dtype", h.dtype in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16")]
+    for name, ok, valid in rules:
+        if not ok:
+            sys.exit(f"train_gpt.py: --{name}={getattr(h, name)} is out of range; valid: {valid}")
 
 # -----------------------------------------------------------------------------
 # Muon: MomentUm Orthogonalized by Newton-Schulz (Jordan et al., 2024)
@@ -262,15 +290,68 @@ class Block(nn.Module):
         return x, v1
 
 
+class AdaptiveSoftmax(nn.Module):
+    """The output distribution over all vocab_size ids (Grave et al., 2017). Ids are ranked by training
+    frequency; ranks below cutoffs[0] get a full-width logit each, and each later band of ranks one
+    logit in that first softmax (the band's total probability) times a softmax of its own, computed from
+    a projection narrower by div_value per band, and only for the tokens whose targets lie in the band.
+    It is an exact, normalized distribution, so the loss is a true cross-entropy over GPT-2 tokens.
+    With no cutoffs it is the usual full softmax."""
+
+    def __init__(self, dim, vocab_size, cutoffs, softcap, div_value=4):
+        super().__init__()
+        self.bounds, self.softcap = [0, *cutoffs, vocab_size], softcap
+        self.head = CastedLinear(dim, self.bounds[1] + len(cutoffs), zero_init=True)
+        self.tails = nn.ModuleList(
+            nn.Sequential(CastedLinear(dim, dim // div_value ** (i + 1)),
+                          CastedLinear(dim // div_value ** (i + 1), hi - lo, zero_init=True))
+            for i, (lo, hi) in enumerate(zip(self.bounds[1:-1], self.bounds[2:])))
+        self.register_buffer("rank_of", torch.arange(vocab_size))  # id -> frequency rank
+        self.band_shares = [1.0] * len(cutoffs)  # each band's share of the training targets
+
+    def rank_by(self, counts):
+        """Rank the ids by their counts in the training stream (0 = the most frequent)."""
+        order = np.argsort(-counts, kind="stable")
+        self.rank_of[torch.from_numpy(order)] = torch.arange(len(order))
+        self.band_shares = [counts[order[lo:hi]].sum() / counts.sum() for lo, hi in zip(self.bounds[1:-1], self.bounds[2:])]
+
+    def log_softmax(self, layer, x):
+        logits = layer(x).float()
+        if self.softcap:  # tanh softcap (Gemma 2)
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return F.log_softmax(logits, dim=-1)
+
+    def forward(self, x, targets):
+        """log p(target) for each row of x."""
+        ranks = self.rank_of[targets] if self.tails else targets
+        head = self.log_softmax(self.head, x)
+        band = torch.bucketize(ranks, self.rank_of.new_tensor(self.bounds[1:-1]), right=True)  # 0 = head
+        logp = head.gather(1, torch.where(band == 0, ranks, self.bounds[1] + band - 1)[:, None]).squeeze(1)
+        for i, tail in enumerate(self.tails):
+            rows = (band == i + 1).nonzero().squeeze(1)
+            within = (ranks[rows] - self.bounds[i + 1])[:, None]
+            logp = logp.index_add(0, rows, self.log_softmax(tail, x[rows]).gather(1, within).squeeze(1))
+        return logp
+
+    def all_log_probs(self, x):
+        """log p of every id, in id order (for sampling)."""
+        head = self.log_softmax(self.head, x)
+        c = self.bounds[1]
+        by_rank = torch.cat([head[:, :c]] + [head[:, c + i, None] + self.log_softmax(tail, x)
+                                             for i, tail in enumerate(self.tails)], dim=1)
+        return by_rank[:, self.rank_of]
+
+
 class GPT(nn.Module):
     def __init__(self, h, dtype):
         super().__init__()
-        self.dtype, self.softcap = dtype, h.logit_softcap
+        self.dtype = dtype
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         self.blocks = nn.ModuleList(Block(h.model_dim, h.num_heads, h.seq_len) for _ in range(h.num_layers))
         # U-net: the output of block i (first half) is added, weighted, into block L-1-i (second half)
         self.skip_weights = nn.Parameter(torch.ones(h.num_layers // 2))
-        self.lm_head = CastedLinear(h.model_dim, h.vocab_size, zero_init=True)  # untied from embed
+        cutoffs = [int(c) for c in h.head_cutoffs.split(",") if c]
+        self.lm_head = AdaptiveSoftmax(h.model_dim, h.vocab_size, cutoffs, h.logit_softcap)  # untied from embed
 
     def forward(self, idx, targets=None, reduction="mean"):
         x = x0 = norm(self.embed(idx).to(self.dtype))
@@ -282,12 +363,11 @@ class GPT(nn.Module):
             x, v1 = block(x, v1, x0)
             if i < num_skips:
                 skips.append(x)
-        logits = self.lm_head(norm(x)).float()
-        if self.softcap:  # tanh softcap (Gemma 2)
-            logits = self.softcap * torch.tanh(logits / self.softcap)
+        x = norm(x).flatten(0, 1)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+            return self.lm_head.all_log_probs(x).view(*idx.shape, -1)
+        loss = -self.lm_head(x, targets.reshape(-1))
+        return loss.sum() if reduction == "sum" else loss.mean()
 
 # -----------------------------------------------------------------------------
 # Data: llm.c shards, 256 int32 header (magic 20240520, version 1, token count) then uint16 tokens
@@ -404,33 +484,110 @@ def muon_momentum(step, h):
 
 def flops_per_token(model, h):
     """Training FLOPs per token: 6 per matmul weight, plus attention's 12 * layers * dim * seq_len
-    (the PaLM paper's appendix B count). The embedding is a lookup, not a matmul."""
+    (the PaLM paper's appendix B count). The embedding is a lookup, not a matmul. An adaptive softmax's
+    band runs only for the tokens whose targets lie in it: its weights count by that share."""
     matmul_params = sum(p.numel() for p in model.parameters() if p.ndim == 2) - model.embed.weight.numel()
-    return 6 * matmul_params + 12 * h.num_layers * h.model_dim * h.seq_len
+    for share, tail in zip(model.lm_head.band_shares, model.lm_head.tails):
+        matmul_params -= (1 - share) * sum(p.numel() for p in tail.parameters())
+    return round(6 * matmul_params + 12 * h.num_layers * h.model_dim * h.seq_len)
 
 
-def measure_peak_flops(device, dtype, sync):
-    """Per-device dense matmul peak for MFU: the datasheet on known GPUs, else measured here."""
-    if device.type == "cuda" and "H100" in torch.cuda.get_device_name(device):
-        return 989e12, "H100 SXM datasheet, dense bf16"
-    n = 2048
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+def keep_freed_memory():
+    """glibc gives freed buffers above a size threshold back to the OS and page-faults them in afresh on
+    their next use; a training step frees and reallocates the same buffers every time. Raising the mmap
+    and trim thresholds to 1 GiB keeps them (tokens/s on the CPU track: see README). No-op without glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+
+
+def cpu_name():
+    """The CPU's model and its bf16 matmul units (AVX512-BF16, AMX), from /proc/cpuinfo on Linux."""
+    try:
+        lines = open("/proc/cpuinfo").read().split("\n\n")[0].splitlines()
+        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    except (OSError, ValueError):
+        return platform.processor() or platform.machine()
+    flags = info.get("flags", "").split()
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{info.get('model name', '?')}; bf16 units: {' '.join(units) or 'none'}"
+
+
+def matmul_flops(device, dtype, sync, n=2048, iters=8):
+    """FLOP/s of an n^3 matmul here: a warm-up, then iters of them with one sync at the end."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     sync()
-    t0, iters = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 0.5:
+    t0 = time.perf_counter()
+    for _ in range(iters):
         a @ b
-        iters += 1
-        sync()
-    return 2 * n ** 3 * iters / (time.perf_counter() - t0), f"measured, {n}^3 {str(dtype)[6:]} matmul"
+    sync()
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
 
 
-def save_checkpoint(path, model, optimizers, step, loader, train_time_ms):
-    state = dict(model=model.state_dict(), optimizers=[opt.state_dict() for opt in optimizers],
-                 step=step, loader=loader.state(), train_time_ms=train_time_ms,
+def choose_dtype(h, device, sync):
+    """The activations' dtype, why, and the per-device peak FLOP/s of that dtype that MFU is taken
+    against. GPUs: bf16. CPUs: the faster of fp32 and bf16 at a 2048^3 matmul, measured here, since bf16
+    is 2-4x faster than fp32 on CPUs with AVX512-BF16 or AMX units and many times slower without them."""
+    cuda = device.type == "cuda"
+    names = [h.dtype] if h.dtype != "auto" else ["bfloat16"] if cuda else ["float32", "bfloat16"]
+    if len(names) == 1 and h.peak_flops:
+        return getattr(torch, names[0]), "given", h.peak_flops, "given"
+    flops = {name: matmul_flops(device, getattr(torch, name), sync) for name in names}
+    name = max(flops, key=flops.get)
+    if dist.is_initialized() and len(names) > 1:  # all ranks must agree: rank 0's measurement decides
+        choice = torch.tensor(names.index(name))
+        dist.broadcast(choice, 0)
+        name = names[choice]
+    why = ("given" if h.dtype != "auto" else "GPU" if cuda else
+           "faster here: " + " vs ".join(f"{n} {f:.3g} FLOP/s" for n, f in flops.items()))
+    peak, source = flops[name], f"measured, 2048^3 {name} matmul"
+    if cuda and "H100" in torch.cuda.get_device_name(device):  # the datasheets' dense bf16 peaks
+        peak, source = (756e12, "H100 PCIe datasheet") if "PCIe" in torch.cuda.get_device_name(device) \
+            else (989e12, "H100 SXM datasheet")
+    if h.peak_flops:
+        peak, source = h.peak_flops, "given"
+    return getattr(torch, name), why, peak, source
+
+
+# Hyperparameters that change only how a run is watched or where it runs, not what it computes: a
+# checkpoint resumes under other values of these, and of no others.
+RUN_ONLY = {"resume", "save_every", "val_loss_every", "sample_tokens", "seed", "threads", "compile", "peak_flops"}
+
+
+def save_checkpoint(path, h, model, optimizers, step, loader, train_time_ms):
+    state = dict(hparams=dataclasses.asdict(h), model=model.state_dict(), step=step, loader=loader.state(),
+                 optimizers=[opt.state_dict() for opt in optimizers], train_time_ms=train_time_ms,
                  rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all())
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)  # atomic: a crash mid-save leaves the previous checkpoint intact
+
+
+def load_checkpoint(h, model, optimizers, loader, device):
+    """Restores a save_checkpoint() file into the run, after checking that it is whole and was saved
+    with these hyperparameters (RUN_ONLY aside); one line and exit otherwise. Returns (step, train ms)."""
+    fix = "resume from a logs/<run>_step<N>.pt written by --save_every"
+    try:
+        ckpt = torch.load(h.resume, map_location=device, weights_only=False)
+        assert {"hparams", "model", "optimizers", "step", "loader", "train_time_ms", "rng"} <= ckpt.keys()
+    except Exception as e:
+        sys.exit(f"train_gpt.py: {h.resume}: not a complete checkpoint ({type(e).__name__}); {fix}")
+    saved = {k: v for k, v in ckpt["hparams"].items() if k not in RUN_ONLY}
+    differ = [f"{k}={v}" for k, v in saved.items() if getattr(h, k, None) != v]
+    if differ:
+        sys.exit(f"train_gpt.py: {h.resume} was saved with {' '.join(differ)}; resume with those")
+    model.load_state_dict(ckpt["model"])
+    for opt, state in zip(optimizers, ckpt["optimizers"]):
+        opt.load_state_dict(state)
+    loader.load_state(ckpt["loader"])
+    torch.set_rng_state(ckpt["rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng"):
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    h.seed = ckpt["hparams"]["seed"]
+    return ckpt["step"], ckpt["train_time_ms"]
 
 
 def gpt2_encoding():
@@ -459,180 +616,205 @@ def sample(model, h, device, num_tokens, top_k=50):
     return gpt2_encoding().decode(idx[0, 1:].tolist())
 
 # -----------------------------------------------------------------------------
-# Training
+# Training: set-up, one step, the loop, the report
 
 
-def main():
-    h = parse_args(sys.argv[1:])
+def init_process(h):
+    """This process's rank, world size and device; joins the process group when there are several."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank, local_world_size = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    # bf16 activations on GPUs; a CPU without bf16 matmul units (most) runs it ~100x slower than fp32
-    dtype = torch.bfloat16 if cuda else torch.float32
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    else:
+        keep_freed_memory()
     torch.set_num_threads(h.threads or max(1, os.cpu_count() // local_world_size))
     if world_size > 1:
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    master = rank == 0
+    return rank, world_size, device
 
-    # A step's batch_size tokens are rows of seq_len, dealt to world_size ranks x grad_accum_steps
-    # micro-steps of at most device_batch_size tokens, as evenly as possible: 8 GPUs take 64 rows each
-    # in 1 micro-step, 3 GPUs 56-57 rows in each of 3. Any world size trains on the same tokens.
-    if h.batch_size % h.seq_len or h.device_batch_size < h.seq_len:
-        sys.exit("train_gpt.py: batch_size must be a multiple of seq_len, and device_batch_size >= seq_len")
+
+def split_batch(h, world_size):
+    """A step's batch_size tokens are rows of seq_len, dealt to world_size ranks x grad_accum_steps
+    micro-steps of at most device_batch_size tokens, as evenly as possible: 8 GPUs take 64 rows each
+    in 1 micro-step, 3 GPUs 56-57 rows in each of 3. Any world size trains on the same tokens. Slot k
+    (micro-step k // world_size on rank k % world_size) gets rows bounds[k]:bounds[k + 1]."""
     num_rows = h.batch_size // h.seq_len
     grad_accum_steps = math.ceil(num_rows / (world_size * (h.device_batch_size // h.seq_len)))
-    slots = world_size * grad_accum_steps  # slot k is micro-step k // world_size on rank k % world_size
+    slots = world_size * grad_accum_steps
     if num_rows < slots:
         sys.exit(f"train_gpt.py: {num_rows} rows per step cannot fill {world_size} ranks x {grad_accum_steps} "
                  f"micro-steps; raise batch_size")
-    row_bounds = [k * num_rows // slots for k in range(slots + 1)]
-    train_loader = DataLoader(h.train_files, h.batch_size)
-    val_tokens = load_val_tokens(h.val_files, h.val_tokens)
+    return grad_accum_steps, [k * num_rows // slots for k in range(slots + 1)]
 
-    if h.seed == 0:
-        h.seed = int.from_bytes(os.urandom(4), "little") or 1
-    torch.manual_seed(h.seed)
-    raw_model = GPT(h, dtype).to(device)
-    model = torch.compile(raw_model) if h.compile else raw_model
-    ddp_model = DDP(model, device_ids=[local_rank] if cuda else None) if world_size > 1 else model
 
-    matrices = [p for p in raw_model.blocks.parameters() if p.ndim == 2]
-    scalars = [p for p in raw_model.parameters() if p.ndim < 2]
-    adam = torch.optim.Adam([dict(params=[raw_model.embed.weight], lr=h.embed_lr),
-                             dict(params=[raw_model.lm_head.weight], lr=h.head_lr),
+def build_optimizers(h, model, dtype, rank, world_size):
+    """Muon for the blocks' matrices; Adam for the embedding, the head and the scalars."""
+    matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
+    scalars = [p for p in model.parameters() if p.ndim < 2]
+    adam = torch.optim.Adam([dict(params=[model.embed.weight], lr=h.embed_lr),
+                             dict(params=model.lm_head.parameters(), lr=h.head_lr),
                              dict(params=scalars, lr=h.scalar_lr)], betas=(0.9, 0.95), fused=True)
     muon = Muon(matrices, lr=h.muon_lr, momentum=h.muon_momentum, ns_dtype=dtype, rank=rank, world_size=world_size)
-    optimizers = [adam, muon]
-    for opt in optimizers:
+    for opt in (adam, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
+    return [adam, muon]
 
-    start_step, train_time_ms = 0, 0.0
-    if h.resume:
-        ckpt = torch.load(h.resume, map_location=device, weights_only=False)
-        raw_model.load_state_dict(ckpt["model"])
-        for opt, state in zip(optimizers, ckpt["optimizers"]):
-            opt.load_state_dict(state)
-        train_loader.load_state(ckpt["loader"])
-        start_step, train_time_ms = ckpt["step"], ckpt["train_time_ms"]
-        torch.set_rng_state(ckpt["rng"])
-    resumed_ms = train_time_ms
 
-    run_id = str(uuid.uuid4())
-    logfile = None
-    if master:
-        os.makedirs("logs", exist_ok=True)
-        logfile = open(f"logs/{run_id}.txt", "w", buffering=1)  # line-buffered: a crash loses nothing
+def open_log(master, run_id):
+    """log(msg): rank 0 writes msg to logs/<run_id>.txt, which starts with this source, then prints it."""
+    if not master:
+        return lambda msg: None
+    os.makedirs("logs", exist_ok=True)
+    logfile = open(f"logs/{run_id}.txt", "w", buffering=1)  # line-buffered: a crash loses nothing
+    logfile.write(f"{RULER}\n{code}{RULER}\n")
 
     def log(msg):
-        if master:
-            logfile.write(msg + "\n")  # the file first: an interrupt must not leave it behind stdout
-            print(msg, flush=True)
+        logfile.write(msg + "\n")  # the file first: an interrupt must not leave it behind stdout
+        print(msg, flush=True)
+    return log
 
-    ruler = "=" * 100
-    if master:
-        logfile.write(f"{ruler}\n{code}{ruler}\n")
-    device_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
-    log(f"python:{platform.python_version()} torch:{torch.__version__} device:{device.type} ({device_name}) "
-        f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} threads:{torch.get_num_threads()}")
-    if master and shutil.which("nvidia-smi"):
-        log(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout.rstrip())
-    log("hparams: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(h).items()))
-    num_params = sum(p.numel() for p in raw_model.parameters())
-    peak, peak_source = (h.peak_flops, "given") if h.peak_flops else measure_peak_flops(device, dtype, sync)
-    log(f"params:{num_params} flops_per_token:{flops_per_token(raw_model, h)} "
-        f"peak_flops:{peak:.3g} ({peak_source}) train_shards:{len(train_loader.files)} val_tokens:{len(val_tokens) - 1}")
-    if h.resume:
-        log(f"resumed from {h.resume} at step {start_step}")
-    log(f"log: logs/{run_id}.txt")
-    log(ruler)
 
-    def train_step(step):
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
-        for group in muon.param_groups:
-            group["momentum"] = muon_momentum(step, h)
-        tokens, train_loss = train_loader.next_batch(), torch.zeros((), device=device)
-        for micro_step in range(grad_accum_steps):
-            k = micro_step * world_size + rank
-            rows = tokens[row_bounds[k] * h.seq_len:row_bounds[k + 1] * h.seq_len + 1]
-            buf = torch.from_numpy(rows.astype(np.int64)).to(device, non_blocking=True)
-            last_micro = micro_step == grad_accum_steps - 1
-            with ddp_model.no_sync() if world_size > 1 and not last_micro else nullcontext():
-                loss = ddp_model(buf[:-1].view(-1, h.seq_len), buf[1:].view(-1, h.seq_len), reduction="sum")
-                # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
-                (loss * world_size / h.batch_size).backward()
-            train_loss += loss.detach()
-        if world_size > 1:
-            dist.all_reduce(train_loss)
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters()])
-        for opt in optimizers:
-            opt.step()
-        raw_model.zero_grad(set_to_none=True)
-        return train_loss.item() / h.batch_size, grad_norm.item()
+def train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device):
+    """One optimizer step on the next batch_size tokens; returns the mean train loss and grad norm."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
+    for group in optimizers[1].param_groups:
+        group["momentum"] = muon_momentum(step, h)
+    (grad_accum_steps, bounds), T = split, h.seq_len
+    tokens, train_loss = loader.next_batch(), torch.zeros((), device=device)
+    for micro_step in range(grad_accum_steps):
+        k = micro_step * world_size + rank
+        buf = torch.from_numpy(tokens[bounds[k] * T:bounds[k + 1] * T + 1].astype(np.int64)).to(device, non_blocking=True)
+        last_micro = micro_step == grad_accum_steps - 1
+        with ddp_model.no_sync() if world_size > 1 and not last_micro else nullcontext():
+            loss = ddp_model(buf[:-1].view(-1, T), buf[1:].view(-1, T), reduction="sum")
+            # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
+            (loss * world_size / h.batch_size).backward()
+        train_loss += loss.detach()
+    if world_size > 1:
+        dist.all_reduce(train_loss)
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return train_loss.item() / h.batch_size, grad_norm.item()
 
-    if h.compile:  # compile outside the timed loop, then restore the exact initial state
-        initial = copy.deepcopy(dict(model=raw_model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
-                                     loader=train_loader.state()))
-        for step in range(3):
-            train_step(start_step + step)
-        raw_model.load_state_dict(initial["model"])
-        for opt, state in zip(optimizers, initial["optimizers"]):
-            opt.load_state_dict(state)
-        train_loader.load_state(initial["loader"])
 
-    def train_time():
-        return train_time_ms + 1000 * (time.perf_counter() - t0)
+def train_loop(h, step_fn, evaluate_fn, save_fn, log, sync, start_step, train_time_ms):
+    """Steps start_step..num_iterations; returns the final val loss and the training time (ms). The
+    clock runs only while training: it stops for evaluation and checkpoints. Ctrl-C logs where it
+    stopped and exits 130."""
+    step, t0 = start_step, None  # t0: when the clock last started, None while it is stopped
 
-    completed = start_step
+    def now():
+        return train_time_ms + (1000 * (time.perf_counter() - t0) if t0 is not None else 0.0)
+
     try:
         sync()
         t0 = time.perf_counter()
-        for step in range(start_step, h.num_iterations + 1):
-            last = step == h.num_iterations
-            if last or (h.val_loss_every and step > 0 and step % h.val_loss_every == 0):
+        while True:
+            if step == h.num_iterations or (h.val_loss_every and step > 0 and step % h.val_loss_every == 0):
                 sync()
-                train_time_ms = train_time()  # evaluation is not training time
-                val_loss = evaluate(model, val_tokens, h, rank, world_size, device)
+                train_time_ms, t0 = now(), None
+                val_loss = evaluate_fn()
                 log(f"step:{step}/{h.num_iterations} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
                     f"step_avg:{train_time_ms / max(1, step):.2f}ms")
+                if step == h.num_iterations:
+                    return val_loss, train_time_ms
                 sync()
                 t0 = time.perf_counter()
-            if last:
-                break
             if h.save_every and step > start_step and step % h.save_every == 0:
-                train_time_ms = train_time()
-                if master:
-                    save_checkpoint(f"logs/{run_id}_step{step}.pt", raw_model, optimizers, step, train_loader, train_time_ms)
+                train_time_ms, t0 = now(), None
+                if save_fn:
+                    save_fn(step, train_time_ms)
                 t0 = time.perf_counter()
-            train_loss, grad_norm = train_step(step)
-            completed = step + 1
-            lr, now = lr_multiplier(step, h) * h.muon_lr, train_time()
-            log(f"step:{step + 1}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr:.5f} grad_norm:{grad_norm:.4f} "
-                f"train_time:{now:.0f}ms step_avg:{now / (step + 1):.2f}ms")
+            train_loss, grad_norm = step_fn(step)
+            step += 1
+            lr, ms = lr_multiplier(step - 1, h) * h.muon_lr, now()
+            log(f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr:.5f} grad_norm:{grad_norm:.4f} "
+                f"train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
             if not math.isfinite(train_loss):
-                log(f"stopped: non-finite train loss at step {step + 1}; try a lower lr or more warmup_steps")
+                log(f"stopped: non-finite train loss at step {step}; try a lower lr or more warmup_steps")
                 sys.exit(1)
     except KeyboardInterrupt:
-        log(f"interrupted after step {completed} ({train_time():.0f}ms of training); the log above is complete")
+        log(f"interrupted after step {step} ({now():.0f}ms of training); the log above is complete")
         sys.exit(130)
 
-    tokens_per_s = (h.num_iterations - start_step) * h.batch_size / ((train_time_ms - resumed_ms) / 1000)
-    mfu = flops_per_token(raw_model, h) * tokens_per_s / (peak * world_size)
-    peak_mem = (torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+def report(h, model, log, master, device, val_loss, train_time_ms, tokens_per_s, total_peak):
+    mfu = flops_per_token(model, h) * tokens_per_s / total_peak
+    peak_mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     log(f"peak_memory:{peak_mem // 2**20}MiB tokens_seen:{h.num_iterations * h.batch_size} "
         f"tokens_per_s:{tokens_per_s:.0f} mfu:{100 * mfu:.2f}%")
     log(f"final_val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms")
     if master and h.sample_tokens:
         try:
-            log("sample: " + sample(raw_model, h, device, h.sample_tokens))
+            log("sample: " + sample(model, h, device, h.sample_tokens))
         except Exception as e:  # the run is done and logged; a missing tokenizer must not fail it
             log(f"sample skipped: no GPT-2 tokenizer ({type(e).__name__}); run: python data/tokenizer.py")
+
+
+def main():
+    h = parse_args(sys.argv[1:])
+    rank, world_size, device = init_process(h)
+    cuda, master = device.type == "cuda", rank == 0
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dtype, dtype_why, peak, peak_source = choose_dtype(h, device, sync)
+    split = split_batch(h, world_size)
+    loader = DataLoader(h.train_files, h.batch_size)
+    val_tokens = load_val_tokens(h.val_files, h.val_tokens)
+
+    if h.seed == 0:
+        h.seed = int.from_bytes(os.urandom(4), "little") or 1
+    torch.manual_seed(h.seed)
+    model = GPT(h, dtype)
+    if model.lm_head.tails:
+        model.lm_head.rank_by(sum(np.bincount(load_tokens(f), minlength=h.vocab_size) for f in loader.files))
+    model = model.to(device)
+    compiled = torch.compile(model) if h.compile else model
+    ddp_model = DDP(compiled, device_ids=[device.index] if cuda else None) if world_size > 1 else compiled
+    optimizers = build_optimizers(h, model, dtype, rank, world_size)
+    start_step, resumed_ms = load_checkpoint(h, model, optimizers, loader, device) if h.resume else (0, 0.0)
+
+    run_id = str(uuid.uuid4())
+    log = open_log(master, run_id)
+    log(f"python:{platform.python_version()} torch:{torch.__version__} device:{device.type} "
+        f"({torch.cuda.get_device_name(device) if cuda else cpu_name()}) world_size:{world_size} "
+        f"grad_accum_steps:{split[0]} threads:{torch.get_num_threads()} dtype:{str(dtype)[6:]} ({dtype_why})")
+    if master and shutil.which("nvidia-smi"):
+        log(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout.rstrip())
+    log("hparams: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(h).items()))
+    log(f"params:{sum(p.numel() for p in model.parameters())} flops_per_token:{flops_per_token(model, h)} "
+        f"peak_flops:{peak:.3g} ({peak_source}) train_shards:{len(loader.files)} val_tokens:{len(val_tokens) - 1}")
+    if h.resume:
+        log(f"resumed from {h.resume} at step {start_step}")
+    log(f"log: logs/{run_id}.txt")
+    log(RULER)
+
+    def step_fn(step):
+        return train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device)
+
+    if h.compile:  # compile outside the timed loop, then restore the exact initial state
+        initial = copy.deepcopy(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
+                                     loader=loader.state()))
+        for step in range(3):
+            step_fn(start_step + step)
+        model.load_state_dict(initial["model"])
+        for opt, state in zip(optimizers, initial["optimizers"]):
+            opt.load_state_dict(state)
+        loader.load_state(initial["loader"])
+
+    evaluate_fn = lambda: evaluate(compiled, val_tokens, h, rank, world_size, device)
+    save_fn = lambda step, ms: save_checkpoint(f"logs/{run_id}_step{step}.pt", h, model, optimizers, step, loader, ms)
+    val_loss, train_time_ms = train_loop(h, step_fn, evaluate_fn, save_fn if master else None, log, sync,
+                                         start_step, resumed_ms)
+    tokens_per_s = (h.num_iterations - start_step) * h.batch_size / ((train_time_ms - resumed_ms) / 1000)
+    report(h, model, log, master, device, val_loss, train_time_ms, tokens_per_s, peak * world_size)
     if world_size > 1:
         del ddp_model  # its reducer must go before the process group, or gloo aborts at exit (torch 2.13)
         gc.collect()
@@ -640,4 +822,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before or after the training loop, which logs its own interruption
+        print("train_gpt.py: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -142,7 +142,7 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
                          f"--out_dir/--name")
     written = []
     buf = np.empty(shard_size, dtype=np.uint16)
-    fill = 0
+    fill = docs = 0
 
     def flush():
         os.makedirs(out_dir, exist_ok=True)
@@ -155,7 +155,7 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
     try:
         with mp.Pool(workers or os.cpu_count(), initializer=_init_worker) as pool:
             # imap keeps document order; input errors raised while reading come back here in order.
-            for tokens in pool.imap(_tokenize, texts, chunksize=16):
+            for docs, tokens in enumerate(pool.imap(_tokenize, texts, chunksize=16), 1):
                 while len(tokens):
                     take = min(shard_size - fill, len(tokens))
                     buf[fill:fill + take] = tokens[:take]
@@ -169,6 +169,8 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
                         bar = tqdm(total=shard_size, unit="tok", unit_scale=True,
                                    desc=f"shard {len(written)}")
         bar.close()
+        if len(written) * shard_size + fill <= docs:  # nothing, or only the <|endoftext|> of empty documents
+            raise InputError("the inputs hold no text: nothing to tokenize, no shard written")
         if fill:
             flush()
     except BaseException:

@@ -122,6 +122,9 @@ def test_everything_fits_in_val(tmp_path):
     ("bad.jsonl", '{"text": "ok"}\nnot json\n', "bad.jsonl:2: not a JSON object"),
     ("bad.txt", b"caf\xe9", "bad.txt: not UTF-8"),
     ("bad.parquet", b"not parquet", "bad.parquet: cannot read"),
+    ("empty.txt", "", "the inputs hold no text: nothing to tokenize, no shard written"),
+    ("empty.jsonl", "", "the inputs hold no text: nothing to tokenize, no shard written"),
+    ("blank.jsonl", '{"text": ""}\n', "the inputs hold no text: nothing to tokenize, no shard written"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_shards(tmp_path, filename, content, message):
     path = tmp_path / filename

@@ -1,5 +1,5 @@
-"""records/check.py and records/submit.py, on records built in tmp dirs from real tiny runs of
-train_gpt.py (3 seeds, a few seconds each, done once per module)."""
+"""tools/check.py and tools/submit.py, on records built in tmp dirs from real tiny runs of
+train_gpt.py (3 seeds of 10 steps and 2 of 30, a few seconds each, done once per module)."""
 import io
 import os
 import re
@@ -18,27 +18,51 @@ RULER = "=" * 100
 TRACK = "cpu_shakespeare"
 
 sys.path.insert(0, str(REPO / "data"))
-sys.path.insert(0, str(REPO / "records"))
-_dwb, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ inside records/
+sys.path.insert(0, str(REPO / "tools"))
 import check  # noqa: E402
 import shards  # noqa: E402
 import submit as submit_mod  # noqa: E402
-sys.dont_write_bytecode = _dwb
+
+REAL_RULES = dict(check.RULES)
 
 VOCAB = 256  # a tiny vocab keeps the lm_head (the bulk of the FLOPs at this size) cheap
 
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory):
-    """Three finished logs of train_gpt.py, seeds 1-3, on random-token shards."""
+def shard_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     rng = np.random.default_rng(0)
     for split, n in [("train", 40_000), ("val", 5_000)]:
         tokens = rng.integers(0, VOCAB - 1, n)
         tokens[::500] = VOCAB - 1  # documents start with an EOT-like token
         shards.write_shard(root / f"{split}_000.bin", tokens)
+    return root
+
+
+@pytest.fixture(scope="module")
+def logs(shard_dir):
+    """Three finished logs of train_gpt.py, seeds 1-3, 10 steps, on random-token shards."""
+    return tiny_runs(shard_dir, (1, 2, 3), 10)
+
+
+@pytest.fixture(scope="module")
+def slow_logs(shard_dir):
+    """Two logs of the same script taking 3x the steps: the 'previous script' beside a record."""
+    return tiny_runs(shard_dir, (4, 5), 30)
+
+
+# The fixtures' runs use their own data and val set: these are the track's rules in these tests.
+TINY_RULES = {TRACK: dict(hparams=dict(track=TRACK, val_tokens="2048"), val_predictions=2048)}
+
+
+@pytest.fixture(autouse=True)
+def tiny_rules(monkeypatch):
+    monkeypatch.setattr(check, "RULES", TINY_RULES)
+
+
+def tiny_runs(root, seeds, steps):
     out = []
-    for seed in (1, 2, 3):
+    for seed in seeds:
         cwd = root / f"seed{seed}"
         cwd.mkdir()
         # sample_tokens=0: sampling needs the GPT-2 tokenizer (network); peak_flops given: skips the
@@ -46,9 +70,9 @@ def logs(tmp_path_factory):
         cmd = [sys.executable, str(TRAIN), "--track=cpu_shakespeare",
                f"--train_files={root}/train_*.bin", f"--val_files={root}/val_*.bin",
                "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
-               "--device_batch_size=256", "--batch_size=512", "--num_iterations=10",
+               "--device_batch_size=256", "--batch_size=512", f"--num_iterations={steps}",
                "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
-               f"--vocab_size={VOCAB}", "--sample_tokens=0", "--peak_flops=1e10", "--threads=1"]
+               f"--vocab_size={VOCAB}", "--sample_tokens=0", "--dtype=float32", "--peak_flops=1e10", "--threads=1"]
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         [log] = (cwd / "logs").glob("*.txt")
@@ -64,14 +88,20 @@ def source_of(log):
     return log.read_bytes().split((RULER + "\n").encode())[1]
 
 
-def make_record(records, name, logs):
-    """records/<TRACK>/<name>/ with the script taken from the first log, the logs, a README."""
-    d = records / TRACK / name
+def make_record(records, name, logs, previous=None, track=TRACK):
+    """records/<track>/<name>/ with the script taken from the first log, the logs, a README, and
+    previous/ holding the previous script and its logs, if given."""
+    d = records / track / name
     d.mkdir(parents=True)
     (d / "train_gpt.py").write_bytes(source_of(logs[0]))
     for log in logs:
         shutil.copyfile(log, d / log.name)
     (d / "README.md").write_text(f"# {name}\n")
+    if previous:
+        (d / "previous").mkdir()
+        (d / "previous" / "train_gpt.py").write_bytes(source_of(previous[0]))
+        for log in previous:
+            shutil.copyfile(log, d / "previous" / log.name)
     return d
 
 
@@ -99,13 +129,58 @@ def test_runs_differ_and_parse(logs):
         assert run["source"].encode() == source_of(p) == TRAIN.read_bytes()
 
 
-def test_good_record_passes(tmp_path, logs):
-    make_record(tmp_path, "2025-01-02_Good", logs)
+def test_good_record_passes(tmp_path, logs, slow_logs):
+    make_record(tmp_path, "2025-01-02_Good", logs, previous=slow_logs)
     code, lines = run_check(tmp_path, target=easy_target(logs))
     assert code == 0, lines
     [line] = lines
     mean = np.mean([final_loss(p) for p in logs])
-    assert line.startswith(f"{TRACK}/2025-01-02_Good  n=3  val_loss={mean:.4f}±") and line.endswith("OK")
+    ratio = np.mean([check.read_log(p)["train_time_ms"] for p in logs]) / np.mean(
+        [check.read_log(p)["train_time_ms"] for p in slow_logs])
+    assert line.startswith(f"{TRACK}/2025-01-02_Good  n=3  val_loss={mean:.4f}±")
+    assert line.endswith(f"OK ({ratio:.3f}x the time of the previous script beside it)")
+
+
+def test_previous_script_rules(tmp_path, logs, slow_logs):
+    """A record needs previous/ (the script it beats, run beside it), must be faster than it, and
+    previous/'s logs must embed previous/train_gpt.py."""
+    make_record(tmp_path / "a", "2025-01-02_Alone", logs)
+    make_record(tmp_path / "b", "2025-01-02_Slower", slow_logs, previous=logs)
+    d = make_record(tmp_path / "c", "2025-01-02_Mislabelled", logs, previous=slow_logs)
+    with open(d / "previous" / "train_gpt.py", "a") as f:
+        f.write("# not what ran\n")
+    [alone] = run_check(tmp_path / "a", target=easy_target(logs))[1]
+    [slower] = run_check(tmp_path / "b", target=easy_target(logs))[1]
+    [mislabelled] = run_check(tmp_path / "c", target=easy_target(logs))[1]
+    assert "FAIL: no previous/: the logs of the script it beats" in alone
+    assert "FAIL: not faster than the previous script run beside it (" in slower
+    assert f"previous/{slow_logs[0].name}: embedded source differs from train_gpt.py" in mislabelled
+
+
+def test_track_rules_refuse_another_val_set_or_track(tmp_path, logs, slow_logs, monkeypatch):
+    monkeypatch.setattr(check, "RULES", REAL_RULES)
+    make_record(tmp_path, "2025-01-02_OwnVal", logs, previous=slow_logs)
+    make_record(tmp_path, "2025-01-02_OtherTrack", logs, previous=slow_logs, track="8xh100_fineweb")
+    code, lines = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1
+    other, own = lines
+    assert "val_tokens=2048 (the track's is 0)" in own and "2048 val predictions (the track's is 155120)" in own
+    assert "track=cpu_shakespeare (the track's is 8xh100_fineweb)" in other
+
+
+def test_rerun_reproduces_a_logged_seed(tmp_path, logs, slow_logs, capsys):
+    d = make_record(tmp_path, "2025-01-02_Again", logs, previous=slow_logs)
+    assert check.main(["--rerun", str(d), "--log", logs[1].name, "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()[-1]
+    loss = f"{final_loss(logs[1]):.4f}"
+    assert out.startswith(f"rerun of {logs[1].name}: final val loss {loss} vs logged {loss}, |diff| 0.0000 <= ")
+    assert "agrees" in out
+    # A frozen script that is not what ran: the rerun disagrees, exit 1.
+    script = (d / "train_gpt.py").read_text()
+    (d / "train_gpt.py").write_text(script.replace("return loss_sum.item() / n", "return loss_sum.item() / n + 1"))
+    assert check.main(["--rerun", str(d), "--workdir", str(tmp_path)]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"rerun of {logs[0].name}: final val loss ") and "DISAGREES" in last, last
 
 
 def test_target_not_reached_fails(tmp_path, logs):
@@ -114,9 +189,9 @@ def test_target_not_reached_fails(tmp_path, logs):
     assert code == 1 and "FAIL: mean" in line and "above target" in line
 
 
-def test_baseline_exempt_and_unset_target(tmp_path, logs):
+def test_baseline_exempt_and_unset_target(tmp_path, logs, slow_logs):
     make_record(tmp_path, "2025-01-01_Baseline", logs[:1])  # one run: fine for a baseline
-    make_record(tmp_path, "2025-01-02_Other", logs[1:])
+    make_record(tmp_path, "2025-01-02_Other", logs[1:], previous=slow_logs)
     code, lines = run_check(tmp_path, target="none")
     assert code == 0, lines
     assert lines[0].endswith("OK (baseline, defines the target)")
@@ -167,7 +242,7 @@ def test_malformed_records_fail_in_one_line(tmp_path, logs):
     (tmp_path / TRACK / "2025-01-03_NoScript" / "train_gpt.py").unlink()
     (tmp_path / TRACK / "not-a-date").mkdir()
     # The real CLI: one line per record, exit 1, no traceback.
-    p = subprocess.run([sys.executable, str(REPO / "records" / "check.py"), "--records", str(tmp_path)],
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--records", str(tmp_path)],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stderr
     broken, noscript, nodate = p.stdout.splitlines()
@@ -179,10 +254,10 @@ def test_malformed_records_fail_in_one_line(tmp_path, logs):
 README = "# Speedrun\n\nintro\n\n<!-- records:begin -->\nstale\n<!-- records:end -->\n\nafter\n"
 
 
-def test_table_is_deterministic_and_between_markers(tmp_path, logs):
+def test_table_is_deterministic_and_between_markers(tmp_path, logs, slow_logs):
     records = tmp_path / "records"
     make_record(records, "2025-01-01_Baseline", logs[:2])
-    make_record(records, "2025-01-02_Faster", logs[1:])
+    make_record(records, "2025-01-02_Faster", logs[1:], previous=slow_logs)
     readme = tmp_path / "README.md"
     readme.write_text(README)
     args = ["--table", "--readme", str(readme)]
@@ -196,7 +271,10 @@ def test_table_is_deterministic_and_between_markers(tmp_path, logs):
     rows = [s for s in text.splitlines() if s.startswith("| 2025-")]
     assert rows[0].startswith("| 2025-01-01 | [Baseline](records/cpu_shakespeare/2025-01-01_Baseline) | 2 |")
     assert rows[1].startswith("| 2025-01-02 | [Faster](records/cpu_shakespeare/2025-01-02_Faster) | 2 |")
-    assert "| 1.000x | OK |" in rows[0] and rows[1].endswith("x | OK |")
+    assert rows[0].endswith("| - | - | OK |"), "a Baseline has no previous script"
+    loss, loss_std, secs, secs_std = check.stats_of([check.read_log(p) for p in slow_logs])
+    assert f"| n=2: {loss:.4f} ± {loss_std:.4f}, {check.fmt_time(secs, secs_std)} | " in rows[1]
+    assert rows[1].endswith("x | OK |")
     assert "### 8xh100_fineweb" in text and "No records yet." in text
 
     readme.write_text("# no markers\n")
@@ -223,20 +301,24 @@ def refused(records, *args):
     return code, buf.getvalue()
 
 
-def test_submit_round_trip(tmp_path, logs):
+def test_submit_round_trip(tmp_path, logs, slow_logs):
     records = tmp_path / "records"
     target = f"--target={TRACK}={easy_target(logs)}"
-    # The real CLI once, as an author would run it.
-    p = subprocess.run([sys.executable, str(REPO / "records" / "submit.py"), TRACK, "Tiny", *map(str, logs),
-                        "--date", "2025-01-05", "--records", str(records), target], capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
+    # In-process: the tiny runs keep these tests' own track rules (see tiny_rules).
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(out):
+        code = submit_mod.main([TRACK, "Tiny", *map(str, logs), "--previous", *map(str, slow_logs),
+                                "--date", "2025-01-05", "--records", str(records), target])
+    assert code == 0, out.getvalue()
     d = records / TRACK / "2025-01-05_Tiny"
     assert (d / "train_gpt.py").read_bytes() == source_of(logs[0])
     for log in logs:
         assert (d / log.name).read_bytes() == log.read_bytes()
     readme = (d / "README.md").read_text()
     assert "## What changed and why" in readme and "n = 3" in readme and "p = " in readme
-    assert p.stdout.splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3") and "OK" in p.stdout
+    assert out.getvalue().splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3") and "OK" in out.getvalue()
+    for log in slow_logs:
+        assert (d / "previous" / log.name).read_bytes() == log.read_bytes()
     assert run_check(records, target=easy_target(logs))[0] == 0
 
     before = sorted(os.listdir(d))
@@ -254,11 +336,11 @@ def test_submit_round_trip(tmp_path, logs):
 
 
 def test_repo_records_pass_and_readme_table_is_current():
-    """What `python records/check.py --table` would write is what README.md holds."""
+    """What `python tools/check.py --table` would write is what README.md holds."""
     records = REPO / "records"
-    results = [check.check_record(d, t, check.TARGETS) for t, d in check.find_records(str(records))]
+    results = check.check_all(str(records), check.TARGETS, REAL_RULES)
     assert results and all(r["ok"] for r in results), [check.record_line(r) for r in results]
     plots = {t for t in check.TARGETS if (records / f"{t}.png").is_file()}
     expected = check.table(results, check.TARGETS, str(REPO), str(records), plots)
     readme = (REPO / "README.md").read_text()
-    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, "run: python records/check.py --table --plot"
+    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, "run: python tools/check.py --table --plot"

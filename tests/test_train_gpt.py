@@ -1,4 +1,5 @@
 """Tests of train_gpt.py on CPU: tiny models trained for a few steps on shards made here."""
+import gc
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_gpt.py")
@@ -176,6 +178,11 @@ def _distributed_muon_worker(rank, world_size, init_file, out_file):
     result = _muon_steps(_muon_params(0), rank, world_size)
     if rank == 0:
         torch.save(result, out_file)
+    # As in train_gpt.py: everything holding gloo work must be gone before the group is, or gloo's
+    # threads can abort the process at exit ("terminate called without an active exception").
+    del result
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -258,3 +265,36 @@ def test_sample_decodes_text(workdir):
     run(workdir, "--num_iterations=2", "--sample_tokens=8", "--vocab_size=50304")
     log = newest_log(workdir)
     assert "\nsample: " in log and log.split("\nsample: ")[1].strip(), "a non-empty decoded sample ends the log"
+
+
+def test_adaptive_softmax_is_an_exact_distribution():
+    """With cutoffs, the head still gives a normalized distribution over every id, and the loss is
+    -log p(target) under it; with none, it is the plain full softmax (F.cross_entropy)."""
+    torch.manual_seed(0)
+    x, targets = torch.randn(40, 64), torch.randint(0, 300, (40,))
+    counts = np.random.default_rng(0).integers(0, 1000, 300)
+    head = train_gpt.AdaptiveSoftmax(64, 300, [20, 100], softcap=0.0)
+    head.rank_by(counts)
+    for p in head.parameters():  # zero-init would make every band uniform: a weak test
+        torch.nn.init.normal_(p, std=0.3)
+    logp = head.all_log_probs(x)
+    torch.testing.assert_close(logp.exp().sum(1), torch.ones(40))
+    torch.testing.assert_close(head(x, targets), logp.gather(1, targets[:, None]).squeeze(1))
+    assert set(head.rank_of.tolist()) == set(range(300))
+    assert head.rank_of[int(np.argmax(counts))] == 0, "the most frequent id gets rank 0"
+    assert abs(sum(head.band_shares) - counts[np.argsort(-counts)[20:]].sum() / counts.sum()) < 1e-9
+
+    full = train_gpt.AdaptiveSoftmax(64, 300, [], softcap=15.0)
+    torch.nn.init.normal_(full.head.weight, std=0.3)
+    logits = 15.0 * torch.tanh(x @ full.head.weight.T / 15.0)
+    torch.testing.assert_close(-full(x, targets), F.cross_entropy(logits, targets, reduction="none"))
+
+
+@pytest.mark.parametrize("arg, valid", [
+    ("--seq_len=0", "valid: >= 1"), ("--num_iterations=-5", "valid: >= 1"), ("--threads=-1", "valid: >= 0"),
+    ("--num_heads=3", "divides model_dim=64"), ("--val_tokens=-7", "valid: >= 0"), ("--save_every=-1", "valid: >= 0"),
+    ("--batch_size=100", "multiple of seq_len"), ("--head_cutoffs=500,100", "increasing ranks"),
+    ("--dtype=fp8", "auto, float32 or bfloat16"), ("--cooldown_frac=2.5", "in [0, 1]")])
+def test_out_of_range_hyperparameters_give_one_line(workdir, arg, valid):
+    err = one_line_error(run(workdir, arg, check=False))
+    assert err.startswith(f"train_gpt.py: {arg} is out of range; valid: ") and valid in err, err

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Freeze runs as a record folder, then check it.
 
-    python records/submit.py <track> <Name> logs/<uuid>.txt ... [--date YYYY-MM-DD] [--records DIR]
+    python tools/submit.py <track> <Name> logs/<uuid>.txt ... --previous logs/<uuid>.txt ...
+                           [--date YYYY-MM-DD] [--records DIR]
 
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
-script is exactly what ran), the logs copied unchanged, and a README.md stub with the measured
-numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does not
-parse, or the logs embed different scripts. Prints the record's check line; exit code follows it.
+script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
+script run beside them (and that script, taken from its first log), and a README.md stub with the
+measured numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does
+not parse, or the logs of one group embed different scripts. Prints the record's check line; exit
+code follows it.
 """
 import argparse
 import datetime
@@ -15,7 +18,6 @@ import re
 import shutil
 import sys
 
-sys.dont_write_bytecode = True  # no __pycache__ inside records/, the folder check.py walks
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
 
@@ -29,8 +31,8 @@ def readme_stub(track, name, date, s, runs):
              "## What changed and why", "",
              "TODO: describe the change against the previous record, and why it should help.", "",
              "## Results", "",
-             "Measured by records/submit.py from the step lines of the logs in this folder; "
-             "`python records/check.py` recomputes them.", "",
+             "Measured by tools/submit.py from the step lines of the logs in this folder; "
+             "`python tools/check.py` recomputes them.", "",
              "| log | final val loss | train time |", "|---|--:|--:|"]
     lines += [f"| {r['file']} | {r['val_loss']:.4f} | {r['train_time_ms'] / 1000:.1f} s |" for r in runs]
     lines += ["",
@@ -48,6 +50,8 @@ def main(argv=None):
     ap.add_argument("track")
     ap.add_argument("name", help="record name, e.g. Baseline or MuonLR; the folder is <date>_<name>")
     ap.add_argument("logs", nargs="+", help="logs/<uuid>.txt of every run of the claim")
+    ap.add_argument("--previous", nargs="+", default=[], metavar="LOG",
+                    help="logs of the previous script, run beside these on the same machine (not for a Baseline)")
     ap.add_argument("--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)")
     ap.add_argument("--records", default=os.path.dirname(os.path.abspath(__file__)),
                     help="records folder (default: the folder of submit.py)")
@@ -78,26 +82,28 @@ def main(argv=None):
         return refuse(f"{dest} already exists")
 
     # Everything is read and checked before anything is written, so a refusal leaves no debris.
-    names = [os.path.basename(p) for p in args.logs]
-    if len(set(names)) != len(names):
-        return refuse("two logs share a file name")
-    if not all(n.endswith(".txt") for n in names):
-        return refuse("logs must be named <uuid>.txt")
-    runs = []
-    for path in args.logs:
-        try:
-            runs.append(check.read_log(path))
-        except check.LogError as e:
-            return refuse(f"{path}: {e}")
-    for path, run in zip(args.logs, runs):
-        if run["source"] != runs[0]["source"]:
-            return refuse(f"{path} embeds a different script than {args.logs[0]}")
+    groups = [(dest, args.logs)] + ([(os.path.join(dest, "previous"), args.previous)] if args.previous else [])
+    for _, logs in groups:
+        names = [os.path.basename(p) for p in logs]
+        if len(set(names)) != len(names):
+            return refuse("two logs share a file name")
+        if not all(n.endswith(".txt") for n in names):
+            return refuse("logs must be named <uuid>.txt")
+        sources = []
+        for path in logs:
+            try:
+                sources.append(check.read_log(path)["source"])
+            except check.LogError as e:
+                return refuse(f"{path}: {e}")
+            if sources[-1] != sources[0]:
+                return refuse(f"{path} embeds a different script than {logs[0]}")
 
-    os.makedirs(dest)
-    with open(os.path.join(dest, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-        f.write(runs[0]["source"])
-    for path in args.logs:
-        shutil.copyfile(path, os.path.join(dest, os.path.basename(path)))
+    for folder, logs in groups:
+        os.makedirs(folder)
+        with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+            f.write(check.read_log(logs[0])["source"])
+        for path in logs:
+            shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
     # The stub's numbers come from the same check that verifies the folder afterwards.
     r = check.check_record(dest, args.track, targets)
     with open(os.path.join(dest, "README.md"), "w", encoding="utf-8") as f:

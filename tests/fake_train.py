@@ -1,0 +1,32 @@
+"""A stand-in for train_gpt.py in the tools' tests: writes a well-formed log at once, no torch.
+
+    python fake_train.py --seed=S [--loss=L] [--ms=M] [--sleep=SECONDS]
+
+Final val loss L + 0.01 * (S % 5), training time M ms + S; --sleep waits before finishing (a slow arm).
+"""
+import os
+import sys
+import time
+import uuid
+
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+seed, loss, ms = int(args["seed"]), float(args.get("loss", 4.0)), int(args.get("ms", 1000))
+final, total = loss + 0.01 * (seed % 5), ms + seed
+time.sleep(float(args.get("sleep", 0)))
+run_id = str(uuid.uuid4())
+os.makedirs("logs", exist_ok=True)
+ruler = "=" * 100
+with open(__file__) as f:
+    source = f.read()
+lines = [ruler, source + ruler,
+         f"hparams: track=cpu_shakespeare seed={seed} loss={loss} ms={ms}",
+         "params:1 flops_per_token:6 peak_flops:1e+09 (given) train_shards:1 val_tokens:155120",
+         f"log: logs/{run_id}.txt", ruler,
+         f"step:1/2 train_loss:{final + 1:.4f} lr:0.01000 grad_norm:1.0000 train_time:{total // 2}ms step_avg:{total / 2:.2f}ms",
+         f"step:2/2 train_loss:{final + 0.5:.4f} lr:0.00500 grad_norm:1.0000 train_time:{total}ms step_avg:{total / 2:.2f}ms",
+         f"step:2/2 val_loss:{final:.4f} train_time:{total}ms step_avg:{total / 2:.2f}ms",
+         f"peak_memory:100MiB tokens_seen:4096 tokens_per_s:{4096 * 1000 // total} mfu:1.00%",
+         f"final_val_loss:{final:.4f} train_time:{total}ms"]
+with open(f"logs/{run_id}.txt", "w") as f:
+    f.write("\n".join(lines) + "\n")
+print(f"log: logs/{run_id}.txt", flush=True)

@@ -1,0 +1,66 @@
+"""tools/compare.py on tests/fake_train.py, a stand-in trainer that writes a valid log at once."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARE = REPO / "tools" / "compare.py"
+FAKE = REPO / "tests" / "fake_train.py"
+
+
+def compare(tmp_path, *args, **kw):
+    return subprocess.run([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_alternates_arms_with_shared_seeds_and_welch_p_values(tmp_path):
+    p = compare(tmp_path, "-n", "3", "--seed", "10", "--arm", f"base={FAKE} --loss=4.0 --ms=1000",
+                "--arm", f"fork={FAKE} --loss=3.9 --ms=700")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split("\t") for line in (tmp_path / "out" / "runs.tsv").read_text().splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [("base", "10"), ("fork", "10"), ("base", "11"), ("fork", "11"),
+                                            ("base", "12"), ("fork", "12")]
+    # fake_train: loss L + 0.01 * (seed % 5), time M + seed ms
+    base_loss, fork_loss = [4.0, 4.01, 4.02], [3.9, 3.91, 3.92]
+    base_s, fork_s = [1.010, 1.011, 1.012], [0.710, 0.711, 0.712]
+    p_loss = stats.ttest_ind(fork_loss, base_loss, equal_var=False).pvalue
+    p_time = stats.ttest_ind(fork_s, base_s, equal_var=False).pvalue
+    fork_line = next(line for line in p.stdout.splitlines() if line.startswith("fork "))
+    assert f" {np.mean(fork_loss):.4f} ± 0.0100 " in fork_line
+    assert f" {p_loss:.2g} " in fork_line and f" {p_time:.2g} " in fork_line
+    base_line = next(line for line in p.stdout.splitlines() if line.startswith("base "))
+    assert f" {np.mean(base_loss):.4f} ± 0.0100 " in base_line and "     -  " in base_line
+    assert (tmp_path / "out" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_keeps_finished_runs(tmp_path):
+    proc = subprocess.Popen([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), "-n", "3",
+                             "--arm", f"fast={FAKE}", "--arm", f"slow={FAKE} --sleep=60"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("[fast seed 1] val_loss 4.0100"), first
+        proc.send_signal(signal.SIGINT)  # while the slow arm runs
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted: the finished runs above are kept" in out
+    assert len((tmp_path / "out" / "runs.tsv").read_text().splitlines()) == 1
+    assert any(line.startswith("fast ") and " 1  4.0100" in line for line in out.splitlines())
+    assert any(line.startswith("slow ") and "no finished runs" in line for line in out.splitlines())
+
+
+def test_bad_arms_and_failed_runs(tmp_path):
+    p = compare(tmp_path, "--arm", "nameless")
+    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT.py [--name=value ...]"
+    failing = tmp_path / "fails.py"
+    failing.write_text("import sys\nsys.exit(3)\n")
+    p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}")
+    assert p.returncode == 0 and "[bad seed 1] failed with exit code 3" in p.stdout

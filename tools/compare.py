@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Run a base script and its forks side by side, alternated, and compare them.
+
+    python tools/compare.py -n 3 --arm "base=train_gpt.py --track=cpu_shakespeare" \
+                                 --arm "fork=my_fork.py --track=cpu_shakespeare" [--out logs/compare]
+
+Each --arm is NAME=SCRIPT [--name=value ...]; the same script with other settings is an arm too (a
+sweep). Round i runs every arm once, in order (A, B, A, B, ...: never two at once, so the machine's
+drift hits all arms alike), each with --seed=SEED+i, the same seeds for every arm. A line is printed
+per finished run and appended to OUT/runs.tsv, so Ctrl-C keeps every finished run. At the end (or on
+Ctrl-C) it prints, per arm: final val loss and training time (mean ± std), tokens/s, peak memory, and
+Welch's t-test p-value against the first arm for loss and for time; and draws OUT/compare.png.
+"""
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check  # noqa: E402
+
+END_RE = re.compile(r"^peak_memory:(\d+)MiB tokens_seen:\d+ tokens_per_s:(\d+)", re.M)
+
+
+def parse_arm(text):
+    name, sep, command = text.partition("=")
+    words = shlex.split(command)
+    if not sep or not name or not words or not words[0].endswith(".py"):
+        raise ValueError(f"--arm {text!r}: expected NAME=SCRIPT.py [--name=value ...]")
+    return name, words
+
+
+def run_once(words, seed, workdir):
+    """Runs one training; returns the path of its log (None if it failed) and its exit code."""
+    cmd = [sys.executable, *words, f"--seed={seed}"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("log: ") and log is None:
+                log = os.path.join(workdir, line[len("log: "):].strip())
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        raise
+    return (log if proc.wait() == 0 else None), proc.returncode
+
+
+def summary(arms, results):
+    """One line per arm: mean ± std of loss and time, tokens/s, memory, Welch p against the first arm."""
+    lines = [f"{'arm':<16} {'n':>2}  {'val loss':<17} {'p(loss)':>8}  {'time (s)':<15} {'p(time)':>8}  "
+             f"{'tokens/s':>9}  {'peak MiB':>8}"]
+    base = results.get(arms[0][0], [])
+    for name, _ in arms:
+        runs = results.get(name, [])
+        if not runs:
+            lines.append(f"{name:<16} {0:>2}  no finished runs")
+            continue
+        loss = np.array([r["val_loss"] for r in runs])
+        secs = np.array([r["train_time_ms"] / 1000 for r in runs])
+        p_loss = p_time = "-"
+        if name != arms[0][0] and len(runs) > 1 and len(base) > 1:
+            p_loss = f"{stats.ttest_ind(loss, [r['val_loss'] for r in base], equal_var=False).pvalue:.2g}"
+            p_time = f"{stats.ttest_ind(secs, [r['train_time_ms'] / 1000 for r in base], equal_var=False).pvalue:.2g}"
+        std = lambda x: f"{np.std(x, ddof=1):.4f}" if len(x) > 1 else "-"
+        lines.append(f"{name:<16} {len(runs):>2}  {loss.mean():.4f} ± {std(loss):<8} {p_loss:>8}  "
+                     f"{secs.mean():7.1f} ± {std(secs)[:5]:<5} {p_time:>8}  "
+                     f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}")
+    return "\n".join(lines)
+
+
+def plot(arms, results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, (name, _) in enumerate(arms):
+        for j, r in enumerate(results.get(name, [])):
+            train = [(int(m[7]) / 1000, float(m[4])) for m in map(check.STEP_RE.fullmatch, r["steps"]) if m[4]]
+            val = [(t / 1000, loss) for step, loss, t in r["vals"] if step > 0]
+            ax.plot(*zip(*train), color=f"C{k}", lw=0.5, alpha=0.4)
+            ax.plot(*zip(*val), "o-", color=f"C{k}", lw=1, ms=3, label=name if j == 0 else None)
+    ax.set(xlabel="training time (s)", ylabel="loss (lines: train, dots: val)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def load(log):
+    run = check.read_log(log)
+    end = END_RE.search(open(log).read())
+    run.update(log=log, peak_mib=int(end[1]) if end else 0, tokens_per_s=int(end[2]) if end else 0)
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arm", action="append", required=True, help="NAME=SCRIPT.py [--name=value ...]; the first is the base")
+    ap.add_argument("-n", "--runs", type=int, default=3, help="runs per arm (default 3)")
+    ap.add_argument("--seed", type=int, default=1, help="round i uses seed SEED+i in every arm (default 1)")
+    ap.add_argument("--out", default="logs/compare", help="folder for runs.tsv and compare.png")
+    ap.add_argument("--workdir", default=".", help="where the scripts run (their data paths are relative to it)")
+    args = ap.parse_args(argv)
+    try:
+        arms = [parse_arm(a) for a in args.arm]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len({name for name, _ in arms}) != len(arms):
+        print("error: two arms share a name", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    results, interrupted = {}, False
+    with open(os.path.join(args.out, "runs.tsv"), "a", buffering=1) as tsv:
+        try:
+            for i in range(args.runs):
+                for name, words in arms:
+                    seed = args.seed + i
+                    log, code = run_once(words, seed, args.workdir)
+                    if log is None:
+                        print(f"[{name} seed {seed}] failed with exit code {code}", flush=True)
+                        continue
+                    r = load(log)
+                    results.setdefault(name, []).append(r)
+                    tsv.write(f"{name}\t{seed}\t{log}\t{r['val_loss']:.4f}\t{r['train_time_ms']}\n")
+                    print(f"[{name} seed {seed}] val_loss {r['val_loss']:.4f}  train_time "
+                          f"{r['train_time_ms'] / 1000:.1f}s  {log}", flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("interrupted: the finished runs above are kept", flush=True)
+    print(summary(arms, results))
+    if any(results.values()):
+        plot(arms, results, os.path.join(args.out, "compare.png"))
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

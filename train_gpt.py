@@ -180,6 +180,8 @@ class Muon(torch.optim.Optimizer):
         groups = [dict(params=[p for p in params if p.shape == s]) for s in shapes]
         super().__init__(groups, dict(lr=lr, momentum=momentum))
         self.ns_dtype, self.rank, self.world_size = ns_dtype, rank, world_size
+        for p in params:  # allocated once, not at every step
+            self.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
     @torch.no_grad()
     def step(self):
@@ -189,7 +191,7 @@ class Muon(torch.optim.Optimizer):
             rows, cols = params[0].shape
             lr = group["lr"] * max(1, rows / cols) ** 0.5  # keeps the update's RMS shape-independent
             for p in params:
-                self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)).lerp_(p.grad, 1 - momentum)
+                self.state[p]["momentum_buffer"].lerp_(p.grad, 1 - momentum)
             for i in range(0, len(params), self.world_size):
                 mine = i + self.rank
                 if mine < len(params):
@@ -292,11 +294,10 @@ class Block(nn.Module):
 
 class AdaptiveSoftmax(nn.Module):
     """The output distribution over all vocab_size ids (Grave et al., 2017). Ids are ranked by training
-    frequency; ranks below cutoffs[0] get a full-width logit each, and each later band of ranks one
-    logit in that first softmax (the band's total probability) times a softmax of its own, computed from
-    a projection narrower by div_value per band, and only for the tokens whose targets lie in the band.
-    It is an exact, normalized distribution, so the loss is a true cross-entropy over GPT-2 tokens.
-    With no cutoffs it is the usual full softmax."""
+    frequency; ranks below cutoffs[0] get a logit each, and each later band of ranks one logit there
+    (the band's probability) times a softmax of its own, from a projection div_value times narrower per
+    band, computed only for the tokens whose targets are in the band. It is an exact, normalized
+    distribution over all ids, so the loss is a true cross-entropy. No cutoffs: the full softmax."""
 
     def __init__(self, dim, vocab_size, cutoffs, softcap, div_value=4):
         super().__init__()
@@ -395,7 +396,7 @@ def shard_size(path):
 
 
 def find_shards(pattern):
-    files = sorted(glob(pattern))
+    files = sorted(f for f in glob(pattern) if os.path.isfile(f))
     if not files:
         sys.exit(f"train_gpt.py: no files match {pattern}; fetch or build them with: {data_command(pattern)}")
     return files, [shard_size(f) for f in files]
@@ -437,8 +438,9 @@ def load_val_tokens(pattern, val_tokens):
     """The first val_tokens + 1 tokens of the val stream (val_tokens predictions); 0 = all of it."""
     files, sizes = find_shards(pattern)
     needed = val_tokens + 1 if val_tokens else sum(sizes)
-    if needed > sum(sizes):
-        sys.exit(f"train_gpt.py: val_tokens={val_tokens} but {pattern} holds only {sum(sizes)} tokens")
+    if needed > sum(sizes) or needed < 2:
+        sys.exit(f"train_gpt.py: {pattern} holds {sum(sizes)} tokens; val_tokens={val_tokens} needs "
+                 f"{max(needed, 2)} (a prediction needs 2); rebuild it with: {data_command(pattern)}")
     tokens, total = [], 0
     for f in files:
         if total < needed:
@@ -591,16 +593,10 @@ def load_checkpoint(h, model, optimizers, loader, device):
 
 
 def gpt2_encoding():
-    import tiktoken
-    # data/tokenizer.py caches GPT-2's ranks here, for machines that can't reach tiktoken's host
-    ranks = "data/cache/gpt2.tiktoken"
-    if not os.path.exists(ranks):
-        return tiktoken.get_encoding("gpt2")
-    from tiktoken.load import load_tiktoken_bpe
-    from tiktoken_ext.openai_public import r50k_pat_str
-    mergeable_ranks = load_tiktoken_bpe(ranks, expected_hash="306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930")
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=mergeable_ranks,
-                             special_tokens={"<|endoftext|>": 50256})
+    """GPT-2's tokenizer from data/tokenizer.py, which also works where tiktoken's host is unreachable."""
+    sys.path.insert(0, "data")
+    from tokenizer import get_gpt2_encoding
+    return get_gpt2_encoding()
 
 
 @torch.no_grad()
@@ -777,7 +773,9 @@ def main():
         model.lm_head.rank_by(sum(np.bincount(load_tokens(f), minlength=h.vocab_size) for f in loader.files))
     model = model.to(device)
     compiled = torch.compile(model) if h.compile else model
-    ddp_model = DDP(compiled, device_ids=[device.index] if cuda else None) if world_size > 1 else compiled
+    # broadcast_buffers=False: the buffers (rotary tables, id ranks) are the same on every rank already
+    ddp_model = (DDP(compiled, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
+                 if world_size > 1 else compiled)
     optimizers = build_optimizers(h, model, dtype, rank, world_size)
     start_step, resumed_ms = load_checkpoint(h, model, optimizers, loader, device) if h.resume else (0, 0.0)
 

@@ -21,9 +21,11 @@ file over. HF_ENDPOINT (read by huggingface_hub at import) selects the server; H
 forbids network access. Failures print one line on stderr and exit 1.
 """
 import argparse
+import glob
 import logging
 import os
 import sys
+import time
 
 import shards
 
@@ -59,6 +61,8 @@ def explain(exc, fname, repo, endpoint):
         return (f"{fname}: dataset {repo} not found at {endpoint} "
                 f"(HTTP {exc.response.status_code}); check HF_ENDPOINT and --edu")
     if isinstance(exc, errors.RemoteEntryNotFoundError):
+        if "_val_" in fname:  # every dataset has its val shard: the repo or the server is not the one
+            return f"{fname}: no such file in dataset {repo} (HTTP 404); check HF_ENDPOINT and --edu"
         return f"{fname}: no such file in dataset {repo} (HTTP 404); ask for fewer shards (N)"
     if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None:
         return (f"{fname}: server {endpoint} answered HTTP {exc.response.status_code} ({first}); "
@@ -69,6 +73,20 @@ def explain(exc, fname, repo, endpoint):
         return (f"{fname}: network error talking to {endpoint} ({first}); check the network or "
                 f"HF_ENDPOINT and rerun (finished shards are kept)")
     return f"{fname}: download failed ({type(exc).__name__}: {first}); rerun to retry"
+
+
+def first_request(head, tries=3):
+    """One HEAD before the first download: hf_hub_download retries an unreachable server with backoff
+    for ~25 s before giving up, which is only worth it mid-run. A server error (5xx) is transient
+    whenever it comes, so that is retried here too, after 1 s and 2 s."""
+    from huggingface_hub import errors
+    for attempt in range(tries):
+        try:
+            return head()
+        except errors.HfHubHTTPError as e:
+            if e.response is None or e.response.status_code < 500 or attempt == tries - 1:
+                raise
+            time.sleep(2 ** attempt)
 
 
 def download(names, directory, repo):
@@ -92,14 +110,17 @@ def download(names, directory, repo):
     if not todo:
         return 0
 
+    # A killed run can leave an empty temporary file behind; a non-empty one is resumed, so it stays.
+    for stale in glob.glob(os.path.join(glob.escape(directory), ".cache", "huggingface", "download", "**",
+                                        "*.incomplete"), recursive=True):
+        if os.path.getsize(stale) == 0:
+            os.remove(stale)
     os.makedirs(directory, exist_ok=True)
     for i, fname in enumerate(todo):
         path = os.path.join(directory, fname)
         try:
             if i == 0:
-                # One HEAD without retries first: hf_hub_download retries an unreachable server
-                # with backoff for ~25 s before giving up, which is only worth it mid-run.
-                get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset"))
+                first_request(lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset")))
             print(f"downloading {fname} ({i + 1}/{len(todo)})", flush=True)
             hf_hub_download(repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory)
         except Exception as e:  # every failure ends the same way: one line, exit 1

@@ -42,6 +42,7 @@ class FakeHub:
         self.cut = {}               # filename -> how many upcoming GETs send half the body, then close
         self.empty = {}             # filename -> how many upcoming GETs send headers only, then close
         self.ignore_range = False   # answer Range requests with the whole file (200)
+        self.server_errors = {}     # filename -> how many upcoming requests (HEAD or GET) get HTTP 500
         self.stall = set()          # filenames whose GETs send half the body, then hang until release
         self.stalled = threading.Event()  # set once a stalled GET has sent its half
         self.release = threading.Event()
@@ -119,6 +120,8 @@ class FakeHub:
                 filename = unquote(m.group(3))
                 with hub._lock:
                     hub.log.append((self.command, filename, self.headers.get("Range")))
+                if hub._take(hub.server_errors, filename):
+                    return self._error(500, "InternalServerError")
                 if m.group(1) not in hub.repos:
                     return self._error(401, "RepoNotFound")  # what the hub answers anonymous users
                 data = hub.repos[m.group(1)].get(filename)

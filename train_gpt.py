@@ -1,11 +1,13 @@
-"""GPT-2 speedrun trainer: one file, read top to bottom.
+"""GPT-2 speedrun trainer: one file, read top to bottom (hyperparameters, Muon, model, data, training).
 
-Defaults are the 8xH100 FineWeb track: a 124M-parameter GPT trained to 3.28 val loss on the first
-10,485,760 tokens of fineweb_val_000000.bin, timed from the first to the last optimizer step.
+Defaults: the 8xH100 FineWeb track at upstream's 2024-11-10 record configuration (#11 of the public
+speedrun: 7.2 min on 8xH100 there; not yet run as a record here): a 162M-parameter GPT (12 layers,
+width 768, untied 50,304-wide head) trained for 3000 steps of 524,288 tokens toward 3.28 val loss on
+the first 10,485,760 tokens of fineweb_val_000000.bin, timed from the first to the last step.
     torchrun --standalone --nproc_per_node=8 train_gpt.py
-The same file runs on 1..8 GPUs (gradient accumulation keeps 524,288 tokens per step), on several
-nodes (torchrun --nnodes=...), and on a CPU-only machine: `python train_gpt.py --track=cpu_shakespeare`.
-Any hyperparameter can be overridden as --name=value. Each run writes logs/<uuid>.txt, which embeds
+`--track=cpu_shakespeare` is the CPU track at its current record (see README). The same file runs on
+1..8 GPUs (gradient accumulation keeps the tokens per step), on several nodes, and on a CPU. Any
+hyperparameter can be overridden as --name=value. Each run writes logs/<uuid>.txt, which embeds
 this source, so a log alone reproduces its run.
 """
 import copy
@@ -37,7 +39,7 @@ with open(__file__) as f:
 RULER = "=" * 100  # around the source at the top of a log, and after the environment
 
 # -----------------------------------------------------------------------------
-# Hyperparameters: the defaults are the 8xH100 FineWeb record; a track preset overrides some.
+# Hyperparameters: the defaults are the 8xH100 FineWeb track's; a track preset overrides some.
 
 
 @dataclass
@@ -81,18 +83,20 @@ class Hyperparameters:
 
 TRACKS = {
     "8xh100_fineweb": dict(),
-    # 2 CPU threads. The 50304-wide head dominates a small model's cost. Micro-batches of 128 tokens
-    # keep its logits under glibc's 32MB mmap limit, so their memory is reused, not page-faulted in
-    # afresh (810 vs 624 tokens/s for 4 x 256); in eager mode the softcap's 3 extra passes over the
-    # logits cost 1.4x (205 vs 146 ms per micro-step), so it is off; torch.compile gained only 1.1x
-    # (918 vs 830 tokens/s) for a minute of compiling, so it is off too.
+    # 2 CPU threads: the record records/cpu_shakespeare/2026-11-25_AdaptiveSoftmax. At width 128 a
+    # 50,304-wide softmax is ~87% of the FLOPs. Tokens/s measured on a 2-core Xeon with AMX (20-step
+    # runs, 2 rounds, alternated): 2,478-2,548 with it, 7,126-7,237 with the adaptive softmax (its
+    # first 2,048 ids are 88.0% of the training tokens, the first 8,192 97.8%), 13,887-14,084 once its
+    # small logits let a step's 2,048 tokens go in one forward pass instead of 16. bf16 was slower
+    # (12,125-12,559): its matmuls are 6x faster here, but not at this width, after the casts. Softcap
+    # and torch.compile stay off (eager softcap cost 1.4x with the full softmax; compile untried here).
     "cpu_shakespeare": dict(
         train_files="data/shakespeare/shakespeare_train_*.bin",
         val_files="data/shakespeare/shakespeare_val_*.bin", val_tokens=0,
-        batch_size=2048, device_batch_size=128, seq_len=128,
-        num_layers=4, model_dim=128, num_heads=2, logit_softcap=0.0,
-        num_iterations=70, cooldown_frac=0.5, val_loss_every=35,
-        muon_momentum_warmup_steps=30, compile=False, sample_tokens=100),
+        batch_size=2048, device_batch_size=2048, seq_len=128,
+        num_layers=4, model_dim=128, num_heads=2, logit_softcap=0.0, head_cutoffs="2048,8192",
+        num_iterations=550, cooldown_frac=0.5, val_loss_every=110,
+        muon_momentum_warmup_steps=30, compile=False, dtype="float32", sample_tokens=100),
 }
 
 
@@ -344,9 +348,9 @@ class AdaptiveSoftmax(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, h, dtype):
+    def __init__(self, h, dtype=torch.float32):
         super().__init__()
-        self.dtype = dtype
+        self.dtype = dtype  # of the activations; choose_dtype() sets it
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         self.blocks = nn.ModuleList(Block(h.model_dim, h.num_heads, h.seq_len) for _ in range(h.num_layers))
         # U-net: the output of block i (first half) is added, weighted, into block L-1-i (second half)
@@ -530,29 +534,50 @@ def matmul_flops(device, dtype, sync, n=2048, iters=8):
     return 2 * n ** 3 * iters / (time.perf_counter() - t0)
 
 
-def choose_dtype(h, device, sync):
-    """The activations' dtype, why, and the per-device peak FLOP/s of that dtype that MFU is taken
-    against. GPUs: bf16. CPUs: the faster of fp32 and bf16 at a 2048^3 matmul, measured here, since bf16
-    is 2-4x faster than fp32 on CPUs with AVX512-BF16 or AMX units and many times slower without them."""
-    cuda = device.type == "cuda"
+def peak_flops(h, dtype, device, sync):
+    """The per-device peak FLOP/s that MFU is taken against, and where it comes from."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    if h.peak_flops:
+        return h.peak_flops, "given"
+    if "H100" in gpu:  # the datasheets' dense bf16 peaks
+        return (756e12, "H100 PCIe datasheet") if "PCIe" in gpu else (989e12, "H100 SXM datasheet")
+    return matmul_flops(device, dtype, sync), f"measured, 2048^3 {str(dtype)[6:]} matmul"
+
+
+def warm_up(h, step_fn, model, optimizers, loader, sync, start_step):
+    """Training steps before the timed loop, whose effects are then undone exactly (weights, optimizer
+    state, data position): torch.compile compiles in them, and with dtype=auto on a CPU they time a
+    step in fp32 and in bf16 to pick the faster (bf16 matmuls are 2-6x faster on CPUs with
+    AVX512-BF16 or AMX units and many times slower without, and at a small width the casts around
+    them can cost more than they save: measured, not assumed). Sets and returns the dtype and why."""
+    cuda = next(model.parameters()).is_cuda
     names = [h.dtype] if h.dtype != "auto" else ["bfloat16"] if cuda else ["float32", "bfloat16"]
-    if len(names) == 1 and h.peak_flops:
-        return getattr(torch, names[0]), "given", h.peak_flops, "given"
-    flops = {name: matmul_flops(device, getattr(torch, name), sync) for name in names}
-    name = max(flops, key=flops.get)
+    initial = copy.deepcopy(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
+                                 loader=loader.state()))
+    times = {}
+    for name in names if h.compile or len(names) > 1 else []:
+        model.dtype = optimizers[1].ns_dtype = getattr(torch, name)
+        ms = []
+        for step in range(start_step, start_step + 4):
+            sync()
+            t0 = time.perf_counter()
+            step_fn(step)
+            sync()
+            ms.append(1000 * (time.perf_counter() - t0))
+        times[name] = min(ms[1:])  # the first step compiles or warms up
+        model.load_state_dict(initial["model"])
+        for opt, state in zip(optimizers, initial["optimizers"]):
+            opt.load_state_dict(state)
+        loader.load_state(initial["loader"])
+    name = min(times, key=times.get) if len(names) > 1 else names[0]
     if dist.is_initialized() and len(names) > 1:  # all ranks must agree: rank 0's measurement decides
         choice = torch.tensor(names.index(name))
         dist.broadcast(choice, 0)
         name = names[choice]
-    why = ("given" if h.dtype != "auto" else "GPU" if cuda else
-           "faster here: " + " vs ".join(f"{n} {f:.3g} FLOP/s" for n, f in flops.items()))
-    peak, source = flops[name], f"measured, 2048^3 {name} matmul"
-    if cuda and "H100" in torch.cuda.get_device_name(device):  # the datasheets' dense bf16 peaks
-        peak, source = (756e12, "H100 PCIe datasheet") if "PCIe" in torch.cuda.get_device_name(device) \
-            else (989e12, "H100 SXM datasheet")
-    if h.peak_flops:
-        peak, source = h.peak_flops, "given"
-    return getattr(torch, name), why, peak, source
+    model.dtype = optimizers[1].ns_dtype = getattr(torch, name)
+    why = ("given" if h.dtype != "auto" else "GPU" if cuda else "the faster training step here: "
+           + " vs ".join(f"{n} {t:.0f} ms" for n, t in times.items()))
+    return model.dtype, why
 
 
 # Hyperparameters that change only how a run is watched or where it runs, not what it computes: a
@@ -645,14 +670,14 @@ def split_batch(h, world_size):
     return grad_accum_steps, [k * num_rows // slots for k in range(slots + 1)]
 
 
-def build_optimizers(h, model, dtype, rank, world_size):
+def build_optimizers(h, model, rank, world_size):
     """Muon for the blocks' matrices; Adam for the embedding, the head and the scalars."""
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     scalars = [p for p in model.parameters() if p.ndim < 2]
     adam = torch.optim.Adam([dict(params=[model.embed.weight], lr=h.embed_lr),
                              dict(params=model.lm_head.parameters(), lr=h.head_lr),
                              dict(params=scalars, lr=h.scalar_lr)], betas=(0.9, 0.95), fused=True)
-    muon = Muon(matrices, lr=h.muon_lr, momentum=h.muon_momentum, ns_dtype=dtype, rank=rank, world_size=world_size)
+    muon = Muon(matrices, lr=h.muon_lr, momentum=h.muon_momentum, ns_dtype=model.dtype, rank=rank, world_size=world_size)
     for opt in (adam, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
@@ -760,7 +785,6 @@ def main():
     rank, world_size, device = init_process(h)
     cuda, master = device.type == "cuda", rank == 0
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    dtype, dtype_why, peak, peak_source = choose_dtype(h, device, sync)
     split = split_batch(h, world_size)
     loader = DataLoader(h.train_files, h.batch_size)
     val_tokens = load_val_tokens(h.val_files, h.val_tokens)
@@ -768,7 +792,7 @@ def main():
     if h.seed == 0:
         h.seed = int.from_bytes(os.urandom(4), "little") or 1
     torch.manual_seed(h.seed)
-    model = GPT(h, dtype)
+    model = GPT(h)
     if model.lm_head.tails:
         model.lm_head.rank_by(sum(np.bincount(load_tokens(f), minlength=h.vocab_size) for f in loader.files))
     model = model.to(device)
@@ -776,8 +800,14 @@ def main():
     # broadcast_buffers=False: the buffers (rotary tables, id ranks) are the same on every rank already
     ddp_model = (DDP(compiled, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
                  if world_size > 1 else compiled)
-    optimizers = build_optimizers(h, model, dtype, rank, world_size)
+    optimizers = build_optimizers(h, model, rank, world_size)
     start_step, resumed_ms = load_checkpoint(h, model, optimizers, loader, device) if h.resume else (0, 0.0)
+
+    def step_fn(step):
+        return train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device)
+
+    dtype, dtype_why = warm_up(h, step_fn, model, optimizers, loader, sync, start_step)
+    peak, peak_source = peak_flops(h, dtype, device, sync)
 
     run_id = str(uuid.uuid4())
     log = open_log(master, run_id)
@@ -793,19 +823,6 @@ def main():
         log(f"resumed from {h.resume} at step {start_step}")
     log(f"log: logs/{run_id}.txt")
     log(RULER)
-
-    def step_fn(step):
-        return train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device)
-
-    if h.compile:  # compile outside the timed loop, then restore the exact initial state
-        initial = copy.deepcopy(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
-                                     loader=loader.state()))
-        for step in range(3):
-            step_fn(start_step + step)
-        model.load_state_dict(initial["model"])
-        for opt, state in zip(optimizers, initial["optimizers"]):
-            opt.load_state_dict(state)
-        loader.load_state(initial["loader"])
 
     evaluate_fn = lambda: evaluate(compiled, val_tokens, h, rank, world_size, device)
     save_fn = lambda step, ms: save_checkpoint(f"logs/{run_id}_step{step}.pt", h, model, optimizers, step, loader, ms)

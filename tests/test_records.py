@@ -70,7 +70,8 @@ def tiny_runs(root, seeds, steps):
                "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
                "--device_batch_size=256", "--batch_size=512", f"--num_iterations={steps}",
                "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
-               f"--vocab_size={VOCAB}", "--sample_tokens=0", "--dtype=float32", "--peak_flops=1e10", "--threads=1"]
+               f"--vocab_size={VOCAB}", "--head_cutoffs=", "--sample_tokens=0", "--dtype=float32",
+               "--peak_flops=1e10", "--threads=1"]
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         [log] = (cwd / "logs").glob("*.txt")
@@ -345,3 +346,11 @@ def test_repo_records_pass_and_readme_table_is_current():
     expected = check.table(results, check.TARGETS, str(REPO), str(records), plots)
     readme = (REPO / "README.md").read_text()
     assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, "run: python tools/check.py --table --plot"
+
+
+def test_missing_folders_are_one_line(tmp_path):
+    for args in (["--records", str(tmp_path / "nonexistent")], ["--rerun", str(tmp_path / "nonexistent")]):
+        p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), *args], capture_output=True, text=True)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.strip().splitlines() == [f"error: {args[0]} {args[1]}: no such "
+                                                 f"{'folder' if args[0] == '--records' else 'record folder'}"]

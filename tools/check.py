@@ -29,7 +29,7 @@ from scipy import stats
 # record claims it. None = not fixed yet: such records can only have their logs verified.
 # cpu_shakespeare: the mean final val loss of the runs of records/cpu_shakespeare/2026-11-25_Baseline
 # (nanoGPT's CPU recipe), rounded up to 0.01. Fixed on 2026-11-25; it never moves.
-TARGETS = {"8xh100_fineweb": 3.28, "cpu_shakespeare": None}
+TARGETS = {"8xh100_fineweb": 3.28, "cpu_shakespeare": 4.97}
 # Targets of records/<track>/retired/: 5.97 came from a Baseline of this project's own making (360
 # steps), which nanoGPT's CPU recipe passes in its first 210 steps; see that folder's README.
 RETIRED_TARGETS = {"cpu_shakespeare": 5.97}

@@ -53,8 +53,8 @@ def main(argv=None):
     ap.add_argument("--previous", nargs="+", default=[], metavar="LOG",
                     help="logs of the previous script, run beside these on the same machine (not for a Baseline)")
     ap.add_argument("--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)")
-    ap.add_argument("--records", default=os.path.dirname(os.path.abspath(__file__)),
-                    help="records folder (default: the folder of submit.py)")
+    ap.add_argument("--records", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "records"),
+                    help="records folder (default: records/)")
     ap.add_argument("--target", action="append", metavar="TRACK=VALUE",
                     help="override a track's target (for tests); repeatable")
     args = ap.parse_args(argv)

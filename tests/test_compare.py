@@ -63,3 +63,25 @@ def test_bad_arms_and_failed_runs(tmp_path):
     failing.write_text("import sys\nsys.exit(3)\n")
     p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}")
     assert p.returncode == 0 and "[bad seed 1] failed with exit code 3" in p.stdout
+
+
+def test_freeze_keeps_scripts_logs_and_table_and_check_verifies_it(tmp_path):
+    exp = tmp_path / "experiments" / "2025-01-01_Fake"
+    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE} --loss=4.0", "--arm", f"fork={FAKE} --loss=3.9",
+                "--freeze", str(exp))
+    assert p.returncode == 0, p.stderr
+    for arm in ("base", "fork"):
+        assert (exp / arm / "train_gpt.py").read_bytes() == FAKE.read_bytes()
+        assert len(list((exp / arm).glob("*.txt"))) == 2
+    table = p.stdout[p.stdout.index("arm "):p.stdout.index("froze ")].rstrip("\n")
+    assert table in (exp / "README.md").read_text() and (exp / "compare.png").exists()
+    (tmp_path / "records").mkdir()
+    check = [sys.executable, str(REPO / "tools" / "check.py"), "--records", str(tmp_path / "records"),
+             "--experiments", str(tmp_path / "experiments")]
+    ok = subprocess.run(check, capture_output=True, text=True)
+    assert ok.returncode == 0 and "experiments/2025-01-01_Fake  OK" in ok.stdout, ok.stdout + ok.stderr
+    log = next((exp / "fork").glob("*.txt"))
+    log.write_text(log.read_text().replace("val_loss:3.9", "val_loss:3.8"))  # both the step and final lines
+    bad = subprocess.run(check, capture_output=True, text=True)
+    assert bad.returncode == 1 and "README.md does not hold the table recomputed from the logs" in bad.stdout
+    assert compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2  # never overwritten

@@ -274,9 +274,33 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
                 baseline=baseline, retired=retired, target=target, ok=not reasons, reasons=reasons, note=note)
 
 
+def check_experiment(edir):
+    """An experiment folder from tools/compare.py --freeze: each arm's logs parse and embed that arm's
+    train_gpt.py, and README.md holds the table recomputed from them. Returns (name, reasons)."""
+    import compare  # it imports this module; imported here, when needed
+    reasons, results = [], {}
+    try:
+        with open(os.path.join(edir, "arms.tsv")) as f:
+            arms = [tuple(line.rstrip("\n").split("\t", 1)) for line in f if line.strip()]
+        readme = read_text(os.path.join(edir, "README.md"))
+    except (OSError, UnicodeDecodeError):
+        return os.path.basename(edir), ["missing arms.tsv or README.md"]
+    for arm, _ in arms:
+        adir = os.path.join(edir, arm)
+        script = read_script(os.path.join(adir, "train_gpt.py"), reasons, f"{arm}/")
+        read_runs(adir, script, None, reasons, f"{arm}/")
+        try:
+            results[arm] = [compare.load(os.path.join(adir, f)) for f in sorted(os.listdir(adir)) if f.endswith(".txt")]
+        except LogError:
+            continue  # read_runs said why
+    if not reasons and compare.summary(arms, results) not in readme:
+        reasons.append("README.md does not hold the table recomputed from the logs")
+    return os.path.basename(os.path.normpath(edir)), reasons
+
+
 def find_records(records_dir):
     """(track, record_dir, retired) for every record folder, sorted by track, then the retired ones,
-    then by folder name (= date)."""
+    then by date."""
     out = []
     for track in sorted(os.listdir(records_dir)):
         tdir = os.path.join(records_dir, track)
@@ -284,7 +308,9 @@ def find_records(records_dir):
             continue
         for retired, folder in ((True, os.path.join(tdir, "retired")), (False, tdir)):
             if os.path.isdir(folder):
-                out += [(track, os.path.join(folder, name), retired) for name in sorted(os.listdir(folder))
+                # by date; on one date a Baseline comes first, since the records after it claim its target
+                names = sorted(os.listdir(folder), key=lambda n: (n[:10], not n.endswith("_Baseline"), n))
+                out += [(track, os.path.join(folder, name), retired) for name in names
                         if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".") and name != "retired"]
     return out
 
@@ -460,6 +486,8 @@ def main(argv=None):
     ap.add_argument("--table", action="store_true", help="rewrite the records table in the README")
     ap.add_argument("--plot", action="store_true", help="draw records/<track>.png")
     ap.add_argument("--records", default=os.path.join(repo, "records"), help="records folder (default: records/)")
+    ap.add_argument("--experiments", default=os.path.join(repo, "experiments"),
+                    help="experiment folders to verify (default: experiments/)")
     ap.add_argument("--rerun", metavar="RECORD_DIR", help="rerun this record with a logged seed, compare its loss")
     ap.add_argument("--log", help="with --rerun: which log to reproduce (default: the first)")
     ap.add_argument("--workdir", default=repo, help="with --rerun: where to run it (default: the repository)")
@@ -487,6 +515,13 @@ def main(argv=None):
         print(record_line(r))
     if not results:
         print(f"no records under {records}")
+    experiments_ok = True
+    if os.path.isdir(args.experiments):
+        for name in sorted(os.listdir(args.experiments)):
+            if os.path.isdir(os.path.join(args.experiments, name)) and not name.startswith("."):
+                name, reasons = check_experiment(os.path.join(args.experiments, name))
+                experiments_ok &= not reasons
+                print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
     if args.plot:
         plot(results, targets, records)
     if args.table:
@@ -498,7 +533,7 @@ def main(argv=None):
         if err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    return 0 if all(r["ok"] for r in results) else 1
+    return 0 if experiments_ok and all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":

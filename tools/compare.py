@@ -10,11 +10,16 @@ drift hits all arms alike), each with --seed=SEED+i, the same seeds for every ar
 per finished run and appended to OUT/runs.tsv, so Ctrl-C keeps every finished run. At the end (or on
 Ctrl-C) it prints, per arm: final val loss and training time (mean ± std), tokens/s, peak memory, and
 Welch's t-test p-value against the first arm for loss and for time; and draws OUT/compare.png.
+
+--freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's script (taken from its first
+log, so it is exactly what ran) and unedited logs in <arm>/, arms.tsv, the table in README.md (to
+be completed with what was changed and why) and the plot. tools/check.py verifies such a folder.
 """
 import argparse
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -67,9 +72,9 @@ def summary(arms, results):
         if name != arms[0][0] and len(runs) > 1 and len(base) > 1:
             p_loss = f"{stats.ttest_ind(loss, [r['val_loss'] for r in base], equal_var=False).pvalue:.2g}"
             p_time = f"{stats.ttest_ind(secs, [r['train_time_ms'] / 1000 for r in base], equal_var=False).pvalue:.2g}"
-        std = lambda x: f"{np.std(x, ddof=1):.4f}" if len(x) > 1 else "-"
-        lines.append(f"{name:<16} {len(runs):>2}  {loss.mean():.4f} ± {std(loss):<8} {p_loss:>8}  "
-                     f"{secs.mean():7.1f} ± {std(secs)[:5]:<5} {p_time:>8}  "
+        std = lambda x, spec: format(np.std(x, ddof=1), spec) if len(x) > 1 else "-"
+        lines.append(f"{name:<16} {len(runs):>2}  {loss.mean():.4f} ± {std(loss, '.4f'):<8} {p_loss:>8}  "
+                     f"{secs.mean():7.1f} ± {std(secs, '.1f'):<5} {p_time:>8}  "
                      f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}")
     return "\n".join(lines)
 
@@ -92,6 +97,24 @@ def plot(arms, results, path):
     plt.close(fig)
 
 
+def freeze(folder, arms, results, table):
+    """The experiment folder: <arm>/train_gpt.py and its logs, arms.tsv, README.md, compare.png."""
+    os.makedirs(folder)
+    with open(os.path.join(folder, "arms.tsv"), "w") as f:
+        f.writelines(f"{name}\t{shlex.join(words)}\n" for name, words in arms)
+    for name, _ in arms:
+        os.makedirs(os.path.join(folder, name))
+        for r in results.get(name, []):
+            with open(os.path.join(folder, name, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+                f.write(r["source"])
+            shutil.copyfile(r["log"], os.path.join(folder, name, os.path.basename(r["log"])))
+    plot(arms, results, os.path.join(folder, "compare.png"))
+    with open(os.path.join(folder, "README.md"), "w") as f:
+        f.write(f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
+                f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv.\n\n"
+                f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n")
+
+
 def load(log):
     run = check.read_log(log)
     end = END_RE.search(open(log).read())
@@ -106,6 +129,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1, help="round i uses seed SEED+i in every arm (default 1)")
     ap.add_argument("--out", default="logs/compare", help="folder for runs.tsv and compare.png")
     ap.add_argument("--workdir", default=".", help="where the scripts run (their data paths are relative to it)")
+    ap.add_argument("--freeze", metavar="DIR", help="keep the result as an experiment folder (experiments/<date>_<Name>)")
     args = ap.parse_args(argv)
     try:
         arms = [parse_arm(a) for a in args.arm]
@@ -114,6 +138,9 @@ def main(argv=None):
         return 2
     if len({name for name, _ in arms}) != len(arms):
         print("error: two arms share a name", file=sys.stderr)
+        return 2
+    if args.freeze and os.path.exists(args.freeze):
+        print(f"error: --freeze {args.freeze} already exists", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     results, interrupted = {}, False
@@ -134,9 +161,13 @@ def main(argv=None):
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted: the finished runs above are kept", flush=True)
-    print(summary(arms, results))
+    table = summary(arms, results)
+    print(table)
     if any(results.values()):
         plot(arms, results, os.path.join(args.out, "compare.png"))
+        if args.freeze:
+            freeze(args.freeze, arms, results, table)
+            print(f"froze {args.freeze}: fill in its README.md; check it with python tools/check.py")
     return 130 if interrupted else 0
 
 

@@ -834,6 +834,10 @@ def main():
         del ddp_model  # its reducer must go before the process group, or gloo aborts at exit (torch 2.13)
         gc.collect()
         dist.destroy_process_group()
+        # Even so, gloo's threads aborted 1 of 38 runs of 2-3 CPU ranks at interpreter exit ("terminate
+        # called without an active exception"). The run is finished and logged: leave without that teardown.
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

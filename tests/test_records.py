@@ -355,3 +355,12 @@ def test_missing_folders_are_one_line(tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert p.stderr.strip().splitlines() == [f"error: {args[0]} {args[1]}: no such "
                                                  f"{'folder' if args[0] == '--records' else 'record folder'}"]
+
+
+def test_repo_experiments_verify():
+    """Every experiments/ folder: its logs embed its arms' scripts, its README holds the recomputed table."""
+    folders = sorted(p for p in (REPO / "experiments").iterdir() if p.is_dir())
+    assert folders
+    for folder in folders:
+        name, reasons = check.check_experiment(str(folder))
+        assert not reasons, (name, reasons)

@@ -486,8 +486,7 @@ def main(argv=None):
     ap.add_argument("--table", action="store_true", help="rewrite the records table in the README")
     ap.add_argument("--plot", action="store_true", help="draw records/<track>.png")
     ap.add_argument("--records", default=os.path.join(repo, "records"), help="records folder (default: records/)")
-    ap.add_argument("--experiments", default=os.path.join(repo, "experiments"),
-                    help="experiment folders to verify (default: experiments/)")
+    ap.add_argument("--experiments", help="experiment folders to verify (default: experiments/ next to the records folder)")
     ap.add_argument("--rerun", metavar="RECORD_DIR", help="rerun this record with a logged seed, compare its loss")
     ap.add_argument("--log", help="with --rerun: which log to reproduce (default: the first)")
     ap.add_argument("--workdir", default=repo, help="with --rerun: where to run it (default: the repository)")
@@ -509,6 +508,7 @@ def main(argv=None):
         print(f"error: --records {args.records}: no such folder", file=sys.stderr)
         return 2
     readme = args.readme or os.path.join(os.path.dirname(records), "README.md")
+    experiments = args.experiments or os.path.join(os.path.dirname(records), "experiments")
 
     results = check_all(records, targets)
     for r in results:
@@ -516,10 +516,10 @@ def main(argv=None):
     if not results:
         print(f"no records under {records}")
     experiments_ok = True
-    if os.path.isdir(args.experiments):
-        for name in sorted(os.listdir(args.experiments)):
-            if os.path.isdir(os.path.join(args.experiments, name)) and not name.startswith("."):
-                name, reasons = check_experiment(os.path.join(args.experiments, name))
+    if os.path.isdir(experiments):
+        for name in sorted(os.listdir(experiments)):
+            if os.path.isdir(os.path.join(experiments, name)) and not name.startswith("."):
+                name, reasons = check_experiment(os.path.join(experiments, name))
                 experiments_ok &= not reasons
                 print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
     if args.plot:

@@ -77,7 +77,7 @@ class Hyperparameters:
     seed: int = 0  # 0 = a fresh seed each run (logged), so repeated runs measure the spread
     compile: bool = True
     threads: int = 0  # CPU threads per process; 0 = the cores divided among local ranks
-    dtype: str = "auto"  # of activations and matmuls: float32, bfloat16, or auto = measured (see choose_dtype)
+    dtype: str = "auto"  # of activations and matmuls: float32, bfloat16, or auto = measured (see warm_up)
     peak_flops: float = 0.0  # per-device peak for MFU; 0 = datasheet on known GPUs, else measured
 
 
@@ -350,7 +350,7 @@ class AdaptiveSoftmax(nn.Module):
 class GPT(nn.Module):
     def __init__(self, h, dtype=torch.float32):
         super().__init__()
-        self.dtype = dtype  # of the activations; choose_dtype() sets it
+        self.dtype = dtype  # of the activations; warm_up() sets it
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         self.blocks = nn.ModuleList(Block(h.model_dim, h.num_heads, h.seq_len) for _ in range(h.num_layers))
         # U-net: the output of block i (first half) is added, weighted, into block L-1-i (second half)
@@ -552,10 +552,11 @@ def warm_up(h, step_fn, model, optimizers, loader, sync, start_step):
     them can cost more than they save: measured, not assumed). Sets and returns the dtype and why."""
     cuda = next(model.parameters()).is_cuda
     names = [h.dtype] if h.dtype != "auto" else ["bfloat16"] if cuda else ["float32", "bfloat16"]
+    timed = names if h.compile or len(names) > 1 else []
     initial = copy.deepcopy(dict(model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
-                                 loader=loader.state()))
+                                 loader=loader.state())) if timed else None
     times = {}
-    for name in names if h.compile or len(names) > 1 else []:
+    for name in timed:
         model.dtype = optimizers[1].ns_dtype = getattr(torch, name)
         ms = []
         for step in range(start_step, start_step + 4):

@@ -166,13 +166,18 @@ def read_log(path):
         raise LogError(f"unreadable ({e.__class__.__name__})") from None
 
 
-def summarize(losses, times_s, target, claims):
+def stats_of(runs):
+    """(mean, std) of the final val loss and of the training seconds over runs; nan where undefined."""
+    losses, times = [r["val_loss"] for r in runs], [r["train_time_ms"] / 1000 for r in runs]
+    mean = lambda xs: float(np.mean(xs)) if xs else math.nan
+    std = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan
+    return mean(losses), std(losses), mean(times), std(times)
+
+
+def summarize(runs, target, claims):
     """Statistics of a record's runs, and the reasons its claim fails (empty if it holds)."""
-    n = len(losses)
-    mean = float(np.mean(losses)) if n else math.nan
-    std = float(np.std(losses, ddof=1)) if n > 1 else math.nan
-    tmean = float(np.mean(times_s)) if n else math.nan
-    tstd = float(np.std(times_s, ddof=1)) if n > 1 else math.nan
+    losses, n = [r["val_loss"] for r in runs], len(runs)
+    mean, std, tmean, tstd = stats_of(runs)
     p, reasons = None, []
     if claims and target is not None:
         if n < 2:
@@ -257,14 +262,13 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
     runs = read_runs(rdir, script, rules, reasons)
     baseline = name.endswith("_Baseline")
     target = targets.get(track)
-    s = summarize([r["val_loss"] for r in runs], [r["train_time_ms"] / 1000 for r in runs],
-                  target, claims=not baseline)
+    s = summarize(runs, target, claims=not baseline)
     reasons += s.pop("reasons")
     previous, ratio = [], None
     if not baseline and not retired:
         previous = check_previous(rdir, rules, before, reasons)
         if previous and runs:
-            ratio = s["time_mean"] / float(np.mean([r["train_time_ms"] / 1000 for r in previous]))
+            ratio = s["time_mean"] / stats_of(previous)[2]
             if ratio >= 1:
                 reasons.append(f"not faster than the previous script run beside it ({ratio:.3f}x its time)")
     note = ("baseline, defines the target" if baseline else
@@ -346,13 +350,6 @@ def record_line(r):
         status += f" ({r['note']})"
     return (f"{r['track']}/{'retired/' if r['retired'] else ''}{r['name']}  n={r['n']}  val_loss={fmt(r['mean'], '.4f')}±{fmt(r['std'], '.4f')}"
             f"  p={p}  time={fmt_time(r['time_mean'], r['time_std'])}  {status}")
-
-
-def stats_of(runs):
-    """(mean, std) of final val loss and of training seconds over runs."""
-    losses, times = [r["val_loss"] for r in runs], [r["train_time_ms"] / 1000 for r in runs]
-    std = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan
-    return float(np.mean(losses)), std(losses), float(np.mean(times)), std(times)
 
 
 def table_row(r, rel):

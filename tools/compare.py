@@ -16,6 +16,7 @@ log, so it is exactly what ran) and unedited logs in <arm>/, arms.tsv, the table
 be completed with what was changed and why) and the plot. tools/check.py verifies such a folder.
 """
 import argparse
+import math
 import os
 import re
 import shlex
@@ -66,15 +67,14 @@ def summary(arms, results):
         if not runs:
             lines.append(f"{name:<16} {0:>2}  no finished runs")
             continue
-        loss = np.array([r["val_loss"] for r in runs])
-        secs = np.array([r["train_time_ms"] / 1000 for r in runs])
+        loss, loss_std, secs, secs_std = check.stats_of(runs)
         p_loss = p_time = "-"
         if name != arms[0][0] and len(runs) > 1 and len(base) > 1:
-            p_loss = f"{stats.ttest_ind(loss, [r['val_loss'] for r in base], equal_var=False).pvalue:.2g}"
-            p_time = f"{stats.ttest_ind(secs, [r['train_time_ms'] / 1000 for r in base], equal_var=False).pvalue:.2g}"
-        std = lambda x, spec: format(np.std(x, ddof=1), spec) if len(x) > 1 else "-"
-        lines.append(f"{name:<16} {len(runs):>2}  {loss.mean():.4f} ± {std(loss, '.4f'):<8} {p_loss:>8}  "
-                     f"{secs.mean():7.1f} ± {std(secs, '.1f'):<5} {p_time:>8}  "
+            welch = lambda key: stats.ttest_ind([r[key] for r in runs], [r[key] for r in base], equal_var=False).pvalue
+            p_loss, p_time = f"{welch('val_loss'):.2g}", f"{welch('train_time_ms'):.2g}"
+        std = lambda x, spec: "-" if math.isnan(x) else format(x, spec)
+        lines.append(f"{name:<16} {len(runs):>2}  {loss:.4f} ± {std(loss_std, '.4f'):<8} {p_loss:>8}  "
+                     f"{secs:7.1f} ± {std(secs_std, '.1f'):<5} {p_time:>8}  "
                      f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}")
     return "\n".join(lines)
 

@@ -83,6 +83,7 @@ def main(argv=None):
 
     # Everything is read and checked before anything is written, so a refusal leaves no debris.
     groups = [(dest, args.logs)] + ([(os.path.join(dest, "previous"), args.previous)] if args.previous else [])
+    scripts = []
     for _, logs in groups:
         names = [os.path.basename(p) for p in logs]
         if len(set(names)) != len(names):
@@ -97,11 +98,12 @@ def main(argv=None):
                 return refuse(f"{path}: {e}")
             if sources[-1] != sources[0]:
                 return refuse(f"{path} embeds a different script than {logs[0]}")
+        scripts.append(sources[0])
 
-    for folder, logs in groups:
+    for (folder, logs), script in zip(groups, scripts):
         os.makedirs(folder)
         with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-            f.write(check.read_log(logs[0])["source"])
+            f.write(script)
         for path in logs:
             shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
     # The stub's numbers come from the same check that verifies the folder afterwards.

@@ -7,8 +7,8 @@ python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python
 
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || true)
 if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  # 10,485,760 val tokens + 3000 steps * 524,288 train tokens = 16 train shards of 100M tokens
-  python data/cached_fineweb10B.py 16
+  # 1390 steps * 524,288 train tokens = 729M: 8 train shards of 100M tokens (190 steps each)
+  python data/cached_fineweb10B.py 8
   exec torchrun --standalone --nproc_per_node="$gpus" train_gpt.py "$@"
 else
   python data/shakespeare.py

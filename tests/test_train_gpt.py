@@ -22,7 +22,7 @@ STEP_RE = check.STEP_RE  # the one definition of the step-line format
 TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
         "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
         "--val_tokens=2000", "--peak_flops=1e11", "--sample_tokens=0", "--seed=1",
-        "--vocab_size=1024", "--head_cutoffs=64,256"]  # the tiny streams use ids < 1000
+        "--vocab_size=1024", "--head_cutoffs=64,256", "--bos_id=999", "--compile=false"]  # the tiny streams use ids < 1000
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +113,7 @@ def test_any_world_size_equals_one_rank_with_accumulation(workdir):
 def test_too_small_batch_for_the_world_size_is_refused(workdir):
     p = run(workdir, "--batch_size=128", nproc=3, check=False)  # 2 rows of 64 for 3 ranks
     assert p.returncode != 0
-    assert "2 rows per step cannot fill 3 ranks x 1 micro-steps; raise batch_size" in p.stdout + p.stderr
-
-
-def test_resume_matches_uninterrupted(workdir):
-    args = ["--num_iterations=8", "--val_loss_every=0", "--save_every=2"]
-    run(workdir, *args)
-    full_log = newest_log(workdir)
-    full_id = run_id(full_log)
-    run(workdir, *args, f"--resume=logs/{full_id}_step4.pt")
-    resumed_log = newest_log(workdir)
-    assert "resumed from" in resumed_log
-    full, resumed = step_lines(full_log), step_lines(resumed_log)
-    assert sorted(resumed) == sorted(k for k in full if k[0] > 4)
-    for key in resumed:
-        assert resumed[key] == full[key], key
-    resumed_id = run_id(resumed_log)
-    a = torch.load(workdir / "logs" / f"{full_id}_step6.pt", weights_only=False)["model"]
-    b = torch.load(workdir / "logs" / f"{resumed_id}_step6.pt", weights_only=False)["model"]
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=0)
+    assert "2 rows per step cannot fill 3 ranks x 1 micro-steps; raise batch_size or lower seq_len" in p.stdout + p.stderr
 
 
 # rectangular Gaussian matrices are well conditioned; a square one has singular values near 0,
@@ -297,9 +278,9 @@ def test_adaptive_softmax_is_an_exact_distribution():
 
 @pytest.mark.parametrize("arg, valid", [
     ("--seq_len=0", "valid: >= 1"), ("--num_iterations=-5", "valid: >= 1"), ("--threads=-1", "valid: >= 0"),
-    ("--num_heads=3", "divides model_dim=64"), ("--val_tokens=-7", "valid: >= 0"), ("--save_every=-1", "valid: >= 0"),
+    ("--num_heads=3", "divides model_dim=64"), ("--val_tokens=-7", "valid: >= 0"), ("--num_value_embeds=2", "in [0, num_layers / 2]"),
     ("--batch_size=100", "multiple of seq_len"), ("--head_cutoffs=500,100", "increasing ranks"),
-    ("--dtype=fp8", "auto, float32 or bfloat16"), ("--cooldown_frac=2.5", "in [0, 1]")])
+    ("--dtype=fp8", "float32 or bfloat16"), ("--cooldown_frac=2.5", "in [0, 1]")])
 def test_out_of_range_hyperparameters_give_one_line(workdir, arg, valid):
     err = one_line_error(run(workdir, arg, check=False))
     assert err.startswith(f"train_gpt.py: {arg} is out of range; valid: ") and valid in err, err
@@ -317,18 +298,6 @@ def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path):
     (tmp_path / "train_dir.bin").mkdir()
     err = one_line_error(run(workdir, f"--train_files={tmp_path}/train_*.bin", check=False))
     assert f"no files match {tmp_path}/train_*.bin" in err
-
-
-def test_checkpoint_problems_give_one_line(workdir, tmp_path):
-    run(workdir, "--num_iterations=4", "--val_loss_every=0", "--save_every=2")
-    ckpt = workdir / "logs" / f"{run_id(newest_log(workdir))}_step2.pt"
-    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    (tmp_path / "partial.pt.tmp").write_bytes(ckpt.read_bytes()[:5000])
-    for bad in (tmp_path / "missing.pt", tmp_path / "garbage.pt", tmp_path / "partial.pt.tmp"):
-        err = one_line_error(run(workdir, "--num_iterations=4", f"--resume={bad}", check=False))
-        assert err.startswith(f"train_gpt.py: {bad}: not a complete checkpoint (") and "--save_every" in err
-    err = one_line_error(run(workdir, "--num_iterations=4", "--model_dim=32", f"--resume={ckpt}", check=False))
-    assert err == f"train_gpt.py: {ckpt} was saved with model_dim=64; resume with those"
 
 
 def test_ctrl_c_during_the_closing_sample_is_one_line(workdir):

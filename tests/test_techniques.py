@@ -1,0 +1,136 @@
+"""The 8xH100 track's techniques, pinned on CPU: document-masked sliding-window attention (FlexAttention
+on GPUs, masked SDPA on CPUs, one mask function), window warmup, value embeddings, Muon's grouping, and
+the full-size FineWeb configuration taking an optimizer step."""
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+import shards
+import train_gpt
+from test_train_gpt import SCRIPT, step_lines, newest_log
+
+BOS = 7
+
+
+def random_docs(B, T, starts_per_row, seed):
+    """Token rows whose documents start (BOS) at random positions, some rows with none after t=0."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(10, 100, (B, T), generator=g)
+    for b, n in enumerate(starts_per_row):
+        idx[b, torch.randperm(T, generator=g)[:n]] = BOS
+    return idx
+
+
+@pytest.mark.parametrize("window", [1, 5, 16, 100, 10_000])
+def test_flex_attention_equals_masked_sdpa(window):
+    """flex_attention's forward (it runs on CPU, unfused) with the GPU path's BlockMask gives what the
+    CPU path's boolean mask gives SDPA, for boundaries at arbitrary positions and several windows."""
+    B, H, T, D = 3, 2, 200, 16
+    idx = random_docs(B, T, starts_per_row=[0, 3, 25], seed=window)
+    q, k, v = (torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    mask_mod = train_gpt.document_window_mask((idx == BOS).cumsum(1), torch.tensor(window))
+    block_mask = create_block_mask(mask_mod, B, None, T, T, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()": expected on CPU
+        flex = flex_attention(q, k, v, block_mask=block_mask)
+    dense = train_gpt.attention_mask(idx, BOS, torch.tensor(window))
+    assert dense.shape == (B, 1, T, T) and dense.dtype == torch.bool
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=dense), flex, atol=1e-5, rtol=1e-5)
+
+
+def test_mask_semantics():
+    """Query q sees key k iff k <= q, same document, q - k < window: checked against a plain loop."""
+    idx = random_docs(1, 60, starts_per_row=[6], seed=3)
+    docs = (idx[0] == BOS).cumsum(0).tolist()
+    mask = train_gpt.attention_mask(idx, BOS, 9)[0, 0]
+    expected = [[k <= q and docs[k] == docs[q] and q - k < 9 for k in range(60)] for q in range(60)]
+    assert mask.tolist() == expected
+    assert mask.diagonal().all(), "every token sees itself, so no row of the softmax is empty"
+
+
+def test_window_warmup_schedule():
+    h = train_gpt.parse_args(["--num_iterations=1000"])
+    windows = [train_gpt.window_size(step, h) for step in range(h.num_iterations + 1)]
+    assert windows[0] == 128 and windows[-1] == h.window_max == 1792
+    assert all(w % 128 == 0 for w in windows), "whole FlexAttention blocks"
+    assert all(a <= b for a, b in zip(windows, windows[1:])), "the window only grows"
+    shares = [windows[:-1].count(128 * blocks) for blocks in range(1, 15)]
+    assert min(shares) >= 71 and max(shares) <= 72, "each of the 14 block counts for 1/14 of the steps"
+    fixed = train_gpt.parse_args(["--window_min=1024", "--window_max=1024"])
+    assert {train_gpt.window_size(s, fixed) for s in range(0, fixed.num_iterations, 7)} == {1024}
+
+
+def tiny_hparams(*args):
+    return train_gpt.parse_args(["--track=cpu_shakespeare", "--num_layers=4", "--model_dim=64", "--vocab_size=128",
+                                 "--head_cutoffs=", "--seq_len=32", f"--bos_id={BOS}", *args])
+
+
+def test_value_embeddings_change_nothing_at_init():
+    """Their gates start at 0 and they are made last: with the same seed the model computes exactly what
+    it computes without them, and only the gates get a gradient at the first step."""
+    idx = random_docs(2, 32, starts_per_row=[2, 4], seed=0)
+    targets = torch.randint(10, 100, (2, 32))
+    losses = {}
+    for n in (0, 2):
+        torch.manual_seed(0)
+        model = train_gpt.GPT(tiny_hparams(f"--num_value_embeds={n}"))
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():  # zero-init projections and head would make any comparison trivial
+            if p.ndim == 2 and not p.any():
+                torch.nn.init.normal_(p, std=0.05, generator=g)
+        losses[n] = model(idx, 16, targets)
+        if n:
+            losses[n].backward()
+            assert all(not ve.weight.grad.any() for ve in model.value_embeds)
+            gates = [b.attn.ve_gate for b in model.blocks]
+            assert [g is not None for g in gates] == [True, True, True, True]  # layers 0, 1 and, reversed, 2, 3
+            assert all(g.grad.abs() > 0 for g in gates)
+    assert torch.equal(losses[0], losses[2])
+    one = train_gpt.GPT(tiny_hparams("--num_value_embeds=1"))
+    assert [b.attn.ve_gate is not None for b in one.blocks] == [True, False, False, True]
+
+
+def test_muon_groups_transposed_shapes_together():
+    """Newton-Schulz costs the same on (a, b) and (b, a): one group, so ranks share them evenly."""
+    params = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(16, 64), (64, 16), (16, 64), (16, 16)]]
+    opt = train_gpt.Muon(params, lr=0.02, momentum=0.95, ns_dtype=torch.float32)
+    assert sorted(len(g["params"]) for g in opt.param_groups) == [1, 3]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    for p, p0, in zip(params, before):
+        update = (p0 - p.detach()) / 0.02 / max(1, p.size(0) / p.size(1)) ** 0.5
+        expected = train_gpt.zeropower_via_newtonschulz5(p.grad.lerp(opt.state[p]["momentum_buffer"], 0.95),
+                                                         dtype=torch.float32)
+        torch.testing.assert_close(update, expected, atol=1e-4, rtol=1e-4)  # tall ones transposed back
+
+
+def test_full_size_fineweb_configuration_steps_on_cpu(tmp_path):
+    """The 8xH100 track's model exactly (12 layers, width 768, 3 value embeddings, 50,304-wide head,
+    softcap 15, bf16, document mask from id 50256), one optimizer step on one 1,024-token row, so shape
+    errors show here and not on a rented node."""
+    rng = np.random.default_rng(0)
+    stream = rng.integers(0, 50257, size=4096)
+    stream[rng.choice(4096, size=8, replace=False)] = 50256
+    shards.write_shard(tmp_path / "fineweb_train_000000.bin", stream)
+    shards.write_shard(tmp_path / "fineweb_val_000000.bin", stream[:2048])
+    p = subprocess.run([sys.executable, SCRIPT, f"--train_files={tmp_path}/fineweb_train_*.bin",
+                        f"--val_files={tmp_path}/fineweb_val_*.bin", "--val_tokens=1024", "--seq_len=1024",
+                        "--batch_size=1024", "--device_batch_size=1024", "--num_iterations=1", "--compile=false",
+                        "--peak_flops=1e12"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    log = newest_log(tmp_path)
+    params = int(re.search(r"^params:(\d+) ", log, re.M)[1])
+    assert params == 12 * (4 * 768 * 768 + 2 * 4 * 768 * 768 + 2) + 5 * 50304 * 768 + 6 + 6, params  # embed, 3 value embeds, head
+    assert "num_layers=12 model_dim=768 num_heads=6 num_value_embeds=3" in log and "logit_softcap=15.0" in log
+    steps = step_lines(log)
+    assert np.isfinite(steps[(1, "train")]) and np.isfinite(steps[(1, "val")])
+    assert abs(steps[(1, "train")] - np.log(50304)) < 0.1, "zero-init head: a uniform first prediction"

@@ -56,5 +56,6 @@ def test_full_configuration_compiles_and_trains(tmp_path):
     assert all(np.isfinite(steps[(s, "train")]) for s in range(1, 7)) and np.isfinite(steps[(6, "val")])
     times = [int(t) for t in re.findall(r"^step:\d+/6 train_loss.* train_time:(\d+)ms", log, re.M)]
     ms_per_step = (times[-1] - times[0]) / (len(times) - 1)  # steps 2-6: the first may still tune kernels
+    throughput = re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)[0]
     print(f"\n{torch.cuda.get_device_name()}: {ms_per_step:.0f} ms/step for 8 x 64K tokens "
-          f"(1 GPU, 8 micro-steps); {re.search(r'tokens_per_s:\d+ mfu:[\d.]+%', log)[0]}")
+          f"(1 GPU, 8 micro-steps); {throughput}")

@@ -104,9 +104,11 @@ def freeze(folder, arms, results, table):
         f.writelines(f"{name}\t{shlex.join(words)}\n" for name, words in arms)
     for name, _ in arms:
         os.makedirs(os.path.join(folder, name))
-        for r in results.get(name, []):
+        runs = results.get(name, [])
+        if runs:  # the script of the arm's first log; the checker verifies that every log embeds it
             with open(os.path.join(folder, name, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-                f.write(r["source"])
+                f.write(runs[0]["source"])
+        for r in runs:
             shutil.copyfile(r["log"], os.path.join(folder, name, os.path.basename(r["log"])))
     plot(arms, results, os.path.join(folder, "compare.png"))
     with open(os.path.join(folder, "README.md"), "w") as f:

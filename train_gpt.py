@@ -517,11 +517,11 @@ def warm_up(h, step_fn, model, optimizers):
 
 @torch.no_grad()
 def sample(model, h, device, num_tokens, top_k=50):
-    """Top-k sampling from <|endoftext|> (a new document), decoded by data/tokenizer.py's GPT-2 encoding."""
+    """Top-k sampling from bos_id (a new document), decoded by data/tokenizer.py's GPT-2 encoding."""
     sys.path.insert(0, "data")
     from tokenizer import get_gpt2_encoding
     generator = torch.Generator(device).manual_seed(h.seed)
-    idx = torch.tensor([[50256]], device=device)
+    idx = torch.tensor([[h.bos_id]], device=device)
     for _ in range(num_tokens):
         logits = model(idx[:, -h.seq_len:], h.window_max)[0, -1, :50257]  # the padded ids are never real tokens
         values, indices = logits.topk(top_k)

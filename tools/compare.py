@@ -84,12 +84,13 @@ def plot(arms, results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
+    colors = [f"C{k}" for k in range(10)] if len(arms) <= 10 else [plt.cm.tab20(k % 20) for k in range(len(arms))]
     for k, (name, _) in enumerate(arms):
         for j, r in enumerate(results.get(name, [])):
             train = [(int(m[7]) / 1000, float(m[4])) for m in map(check.STEP_RE.fullmatch, r["steps"]) if m[4]]
             val = [(t / 1000, loss) for step, loss, t in r["vals"] if step > 0]
-            ax.plot(*zip(*train), color=f"C{k}", lw=0.5, alpha=0.4)
-            ax.plot(*zip(*val), "o-", color=f"C{k}", lw=1, ms=3, label=name if j == 0 else None)
+            ax.plot(*zip(*train), color=colors[k], lw=0.5, alpha=0.4)
+            ax.plot(*zip(*val), "o-", color=colors[k], lw=1, ms=3, label=name if j == 0 else None)
     ax.set(xlabel="training time (s)", ylabel="loss (lines: train, dots: val)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

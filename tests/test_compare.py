@@ -2,9 +2,11 @@
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,9 +62,70 @@ def test_bad_arms_and_failed_runs(tmp_path):
     p = compare(tmp_path, "--arm", "nameless")
     assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT.py [--name=value ...]"
     failing = tmp_path / "fails.py"
+    failing.write_text("import sys\nfor i in range(7):\n    print(f'line {i}')\nsys.exit(3)\n")
+    p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}",
+                "--arm", f"typo={FAKE} --loss=4.o")
+    assert p.returncode == 1, p.stdout + p.stderr
+    out = p.stdout.splitlines()
+    at = out.index("[bad seed 1] failed with exit code 3; its last output lines:")
+    assert out[at + 1:at + 6] == [f"    line {i}" for i in range(2, 7)]  # the last 5
+    at = out.index("[typo seed 1] failed with exit code 1; its last output lines:")
+    assert out[at + 1] == "    fake_train.py: --loss wants a float, got '4.o'"  # the child's own error line
+    assert p.stderr == "error: 2 run(s) failed; their output is above\n"
+
+
+@pytest.mark.parametrize("script", ["missing.py", "folder.py"])
+def test_an_arm_whose_script_is_not_a_file_is_refused_before_any_run(tmp_path, script):
+    (tmp_path / "folder.py").mkdir()
+    p = compare(tmp_path, "--arm", f"base={FAKE}", "--arm", f"fork={script} --loss=3.9")
+    assert p.returncode == 2
+    assert p.stderr == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+    assert p.stdout == "" and not (tmp_path / "logs").exists()  # the base arm did not run either
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_fewer_than_one_run_is_refused(tmp_path, n):
+    p = compare(tmp_path, "-n", n, "--arm", f"base={FAKE}")
+    assert p.returncode == 2 and p.stderr == f"error: -n {n}: runs per arm must be at least 1\n"
+    assert p.stdout == "" and not (tmp_path / "logs").exists()
+
+
+def test_ctrl_c_lets_the_running_child_log_its_interruption_and_freezes_nothing(tmp_path):
+    exp = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), "-n", "2",
+                             "--arm", f"slow={FAKE} --sleep=600", "--freeze", str(exp)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        log = None
+        for _ in range(1200):  # up to 60 s for the child to start and write its log's head
+            log = next((tmp_path / "logs").glob("*.txt"), None) if (tmp_path / "logs").exists() else None
+            if log is not None and log.read_text().count("=" * 100) == 3:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the slow arm wrote no log head in 60 s: {log}")
+        proc.send_signal(signal.SIGINT)  # to compare only, as the child sleeps in its first run
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert log.read_text().endswith("\ninterrupted after step 0 (0ms of training); the log above is complete\n")
+    assert "interrupted: the finished runs above are kept" in out
+    assert err == (f"error: not frozen into {exp}: interrupted (finished runs per arm of -n 2: slow 0); "
+                   "rerun the whole set\n")
+    assert not exp.exists()
+
+
+def test_freeze_refuses_a_set_with_a_failed_run(tmp_path):
+    exp, failing = tmp_path / "exp", tmp_path / "fails.py"
     failing.write_text("import sys\nsys.exit(3)\n")
-    p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}")
-    assert p.returncode == 0 and "[bad seed 1] failed with exit code 3" in p.stdout
+    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE}", "--arm", f"bad={failing}", "--freeze", str(exp))
+    assert p.returncode == 1 and "[bad seed 1] failed with exit code 3; it printed nothing" in p.stdout
+    assert p.stderr == (f"error: not frozen into {exp}: 2 run(s) failed (finished runs per arm of -n 2: base 2, "
+                        "bad 0); rerun the whole set\n")
+    assert not exp.exists()
 
 
 def test_freeze_keeps_scripts_logs_and_table_and_check_verifies_it(tmp_path):

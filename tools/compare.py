@@ -16,11 +16,13 @@ log, so it is exactly what ran) and unedited logs in <arm>/, arms.tsv, the table
 be completed with what was changed and why) and the plot. tools/check.py verifies such a folder.
 """
 import argparse
+import collections
 import math
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -41,20 +43,29 @@ def parse_arm(text):
     return name, words
 
 
-def run_once(words, seed, workdir):
-    """Runs one training; returns the path of its log (None if it failed) and its exit code."""
+def run_once(words, seed, workdir, tail_lines=5):
+    """Runs one training; returns the path of its log (None if it failed), its exit code and its last
+    output lines. Ctrl-C stops the child as a terminal's would, with SIGINT, so it logs where it
+    stopped; one that has not exited after 30 s (or a second Ctrl-C) is killed."""
     cmd = [sys.executable, *words, f"--seed={seed}"]
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = None
+    log, tail = None, collections.deque(maxlen=tail_lines)
+    # In its own process group, so a terminal's Ctrl-C reaches the child once, from here, not twice.
+    proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0)
     try:
         for line in proc.stdout:
+            tail.append(line.rstrip("\n"))
             if line.startswith("log: ") and log is None:
                 log = os.path.join(workdir, line[len("log: "):].strip())
     except KeyboardInterrupt:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+            proc.wait()
         raise
-    return (log if proc.wait() == 0 else None), proc.returncode
+    return (log if proc.wait() == 0 else None), proc.returncode, list(tail)
 
 
 def summary(arms, results):
@@ -142,21 +153,38 @@ def main(argv=None):
     if len({name for name, _ in arms}) != len(arms):
         print("error: two arms share a name", file=sys.stderr)
         return 2
+    if args.runs < 1:
+        print(f"error: -n {args.runs}: runs per arm must be at least 1", file=sys.stderr)
+        return 2
+    if not os.path.isdir(args.workdir):
+        print(f"error: --workdir {args.workdir}: no such folder", file=sys.stderr)
+        return 2
+    for name, words in arms:  # a typo in a path fails here, before hours of the other arms' runs
+        if not os.path.isfile(os.path.join(args.workdir, words[0])):
+            print(f"error: --arm {name}: script {words[0]} not found in --workdir {args.workdir} "
+                  f"(paths are relative to it)", file=sys.stderr)
+            return 2
     if args.freeze and os.path.exists(args.freeze):
         print(f"error: --freeze {args.freeze} already exists", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
-    results, interrupted = {}, False
+    results, failed, interrupted = {}, 0, False
     with open(os.path.join(args.out, "runs.tsv"), "a", buffering=1) as tsv:
         try:
             for i in range(args.runs):
                 for name, words in arms:
                     seed = args.seed + i
-                    log, code = run_once(words, seed, args.workdir)
-                    if log is None:
-                        print(f"[{name} seed {seed}] failed with exit code {code}", flush=True)
+                    log, code, tail = run_once(words, seed, args.workdir)
+                    try:
+                        r = None if log is None else load(log)
+                    except check.LogError as e:
+                        r, tail = None, [f"{log}: {e}"]
+                    if r is None:
+                        failed += 1
+                        print(f"[{name} seed {seed}] failed with exit code {code}"
+                              + ("; its last output lines:" if tail else "; it printed nothing"), flush=True)
+                        print("".join(f"    {line}\n" for line in tail), end="", flush=True)
                         continue
-                    r = load(log)
                     results.setdefault(name, []).append(r)
                     tsv.write(f"{name}\t{seed}\t{log}\t{r['val_loss']:.4f}\t{r['train_time_ms']}\n")
                     print(f"[{name} seed {seed}] val_loss {r['val_loss']:.4f}  train_time "
@@ -168,10 +196,16 @@ def main(argv=None):
     print(table)
     if any(results.values()):
         plot(arms, results, os.path.join(args.out, "compare.png"))
-        if args.freeze:
-            freeze(args.freeze, arms, results, table)
-            print(f"froze {args.freeze}: fill in its README.md; check it with python tools/check.py")
-    return 130 if interrupted else 0
+    if args.freeze and (interrupted or failed):  # a frozen experiment holds every run it asked for
+        counts = ", ".join(f"{name} {len(results.get(name, []))}" for name, _ in arms)
+        print(f"error: not frozen into {args.freeze}: {'interrupted' if interrupted else f'{failed} run(s) failed'} "
+              f"(finished runs per arm of -n {args.runs}: {counts}); rerun the whole set", file=sys.stderr)
+    elif args.freeze:
+        freeze(args.freeze, arms, results, table)
+        print(f"froze {args.freeze}: fill in its README.md; check it with python tools/check.py")
+    elif failed:
+        print(f"error: {failed} run(s) failed; their output is above", file=sys.stderr)
+    return 130 if interrupted else 1 if failed else 0
 
 
 if __name__ == "__main__":

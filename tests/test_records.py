@@ -364,3 +364,38 @@ def test_repo_experiments_verify():
     for folder in folders:
         name, reasons = check.check_experiment(str(folder))
         assert not reasons, (name, reasons)
+
+
+@pytest.mark.parametrize("case", ["no previous", "above target", "previous not the record before"])
+def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(tmp_path, logs, slow_logs, case):
+    records, target, previous = tmp_path / "records", f"--target={TRACK}={easy_target(logs)}", slow_logs
+    if case == "above target":
+        target = f"--target={TRACK}=1.0"
+    elif case == "previous not the record before":  # which is not a Baseline, so previous/ must hold its script
+        make_record(records, "2025-01-01_Baseline", logs)
+        make_record(records, "2025-01-02_Faster", logs, previous=slow_logs)
+        previous = [tmp_path / f"other{i}.txt" for i in range(len(slow_logs))]
+        for log, other in zip(slow_logs, previous):
+            other.write_text(log.read_text().replace(RULER + "\n", RULER + "\n# other\n", 1))
+    args = [TRACK, "Tiny", *logs, "--date", "2025-01-05", target]
+    if case != "no previous":
+        args += ["--previous", *previous]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, err = refused(records, *args)
+    assert code == 2 and len(err.splitlines()) == 1 and err.endswith("; nothing written\n"), err
+    if case == "no previous":
+        assert err.startswith("refused: Tiny is not a Baseline, so it needs --previous logs/<uuid>.txt ...")
+    else:
+        assert err.startswith(f"refused: {TRACK}/2025-01-05_Tiny would fail the check: ")
+        assert ("above target 1.0" if case == "above target" else
+                "previous/train_gpt.py is not the script of the record before it (2025-01-02_Faster)") in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("folder", ["records/cpu_shakespeare", "records"])
+def test_rerun_of_a_folder_that_is_not_a_record_is_one_line(folder):
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--rerun", folder],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == (f"error: --rerun {folder}: not a record folder (one holding train_gpt.py and its logs, "
+                        "records/<track>/<YYYY-MM-DD>_<Name>)\n")

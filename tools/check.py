@@ -448,12 +448,16 @@ def parse_targets(overrides):
 def rerun(rdir, log_name, workdir):
     """Run a record's frozen script again with one log's hyperparameters (its seed included) and
     compare the final val loss; returns the exit code."""
+    if not os.path.isfile(os.path.join(rdir, "train_gpt.py")):
+        print(f"error: --rerun {rdir}: not a record folder (one holding train_gpt.py and its logs, "
+              f"records/<track>/<YYYY-MM-DD>_<Name>)", file=sys.stderr)
+        return 2
     reasons = []
     runs = read_runs(rdir, None, None, reasons)
     run = next((r for r in runs if r["file"] == (log_name or r["file"])), None)
     if run is None or len(runs) < 2:
-        print(f"error: {rdir}: {'no log ' + log_name if run is None else 'fewer than 2 runs: no spread'}"
-              + (f"; {reasons[0]}" if reasons else ""), file=sys.stderr)
+        why = f"no log {log_name}" if log_name and run is None else "fewer than 2 runs: no spread"
+        print(f"error: {rdir}: {why}" + (f"; {reasons[0]}" if reasons else ""), file=sys.stderr)
         return 2
     tolerance = RERUN_SIGMAS * float(np.std([r["val_loss"] for r in runs], ddof=1))
     cmd = [sys.executable, os.path.abspath(os.path.join(rdir, "train_gpt.py"))]

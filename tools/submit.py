@@ -7,9 +7,10 @@
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
 script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
 script run beside them (and that script, taken from its first log), and a README.md stub with the
-measured numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does
-not parse, or the logs of one group embed different scripts. Prints the record's check line; exit
-code follows it.
+measured numbers. Refuses (one line, exit 2), creating nothing, if the folder exists, the track is
+unknown, a log does not parse, the logs of one group embed different scripts, a record other than a
+Baseline has no --previous, or the folder would fail tools/check.py: it is built and checked in a
+temporary folder first, then moved into place whole. Prints the record's check line.
 """
 import argparse
 import datetime
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
@@ -43,6 +45,14 @@ def readme_stub(track, name, date, s, runs):
                  f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"),
               f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)", ""]
     return "\n".join(lines)
+
+
+def record_before(track_dir, name, track, targets):
+    """check_record of the record that the new one follows in its track, in check.py's order (None if first)."""
+    key = lambda n: (n[:10], not n.endswith("_Baseline"), n)
+    names = [n for n in os.listdir(track_dir) if os.path.isdir(os.path.join(track_dir, n))
+             and not n.startswith(".") and n != "retired" and key(n) < key(name)] if os.path.isdir(track_dir) else []
+    return check.check_record(os.path.join(track_dir, max(names, key=key)), track, targets) if names else None
 
 
 def main(argv=None):
@@ -100,20 +110,37 @@ def main(argv=None):
                 return refuse(f"{path} embeds a different script than {logs[0]}")
         scripts.append(sources[0])
 
-    for (folder, logs), script in zip(groups, scripts):
-        os.makedirs(folder)
-        with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-            f.write(script)
-        for path in logs:
-            shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
-    # The stub's numbers come from the same check that verifies the folder afterwards.
-    r = check.check_record(dest, args.track, targets)
-    with open(os.path.join(dest, "README.md"), "w", encoding="utf-8") as f:
-        f.write(readme_stub(args.track, args.name, args.date, r, r["runs"]))
-    r = check.check_record(dest, args.track, targets)
+    if not os.path.basename(dest).endswith("_Baseline") and not args.previous:
+        return refuse(f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs of "
+                      f"the script it beats, run beside it on the same machine; nothing written")
+
+    # Built and checked in a temporary folder, so a record that would fail the check is never written.
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = os.path.join(tmp, os.path.basename(dest))
+        for (folder, logs), script in zip(groups, scripts):
+            folder = os.path.join(staged, os.path.relpath(folder, dest))
+            os.makedirs(folder)
+            with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+                f.write(script)
+            for path in logs:
+                shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+        # The stub's numbers come from the same check that verifies the folder afterwards.
+        before = record_before(os.path.dirname(dest), os.path.basename(dest), args.track, targets)
+        r = check.check_record(staged, args.track, targets, before=before)
+        with open(os.path.join(staged, "README.md"), "w", encoding="utf-8") as f:
+            f.write(readme_stub(args.track, args.name, args.date, r, r["runs"]))
+        r = check.check_record(staged, args.track, targets, before=before)
+        if not r["ok"]:
+            return refuse(f"{args.track}/{os.path.basename(dest)} would fail the check: {'; '.join(r['reasons'])}; "
+                          f"nothing written")
+        # Copied next to its place under a hidden name, then renamed: the folder appears whole or not at all.
+        partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")
+        shutil.rmtree(partial, ignore_errors=True)  # from a copy cut short
+        shutil.copytree(staged, partial)
+        os.rename(partial, dest)
     print(check.record_line(r))
     print(f"created {dest}: fill in '## What changed and why' in its README.md")
-    return 0 if r["ok"] else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ midway with an HTTP Range request (a few tries within the run), checks the byte 
 server's size, and only then renames the file to its final name: a .bin under its final name is
 always complete. A run that is killed leaves at most that temporary file; the next run starts the
 file over. HF_ENDPOINT (read by huggingface_hub at import) selects the server; HF_HUB_OFFLINE=1
-forbids network access. Failures print one line on stderr and exit 1.
+forbids network access. Failures print one line on stderr and exit 1; a folder the run made is
+removed again if no shard reached it.
 """
 import argparse
 import glob
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -115,23 +117,38 @@ def download(names, directory, repo):
                                         "*.incomplete"), recursive=True):
         if os.path.getsize(stale) == 0:
             os.remove(stale)
+    new = outermost_missing(directory)
     os.makedirs(directory, exist_ok=True)
-    for i, fname in enumerate(todo):
-        path = os.path.join(directory, fname)
-        try:
-            if i == 0:
-                first_request(lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset")))
-            print(f"downloading {fname} ({i + 1}/{len(todo)})", flush=True)
-            hf_hub_download(repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory)
-        except Exception as e:  # every failure ends the same way: one line, exit 1
-            raise DownloadError(explain(e, fname, repo, endpoint)) from None
-        try:
-            shards.read_header(path)
-        except shards.ShardError as e:
-            os.remove(path)
-            raise DownloadError(f"{e}; deleted it. Rerun to fetch it again; if this repeats, the "
-                                f"copy on {endpoint} is bad") from None
+    try:
+        for i, fname in enumerate(todo):
+            path = os.path.join(directory, fname)
+            try:
+                if i == 0:
+                    first_request(lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset")))
+                print(f"downloading {fname} ({i + 1}/{len(todo)})", flush=True)
+                hf_hub_download(repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory)
+            except Exception as e:  # every failure ends the same way: one line, exit 1
+                raise DownloadError(explain(e, fname, repo, endpoint)) from None
+            try:
+                shards.read_header(path)
+            except shards.ShardError as e:
+                os.remove(path)
+                raise DownloadError(f"{e}; deleted it. Rerun to fetch it again; if this repeats, the "
+                                    f"copy on {endpoint} is bad") from None
+    except BaseException:
+        # A folder this run made and no shard reached holds only the hub's bookkeeping: leave no trace.
+        if new and not glob.glob(os.path.join(glob.escape(directory), "*.bin")):
+            shutil.rmtree(new, ignore_errors=True)
+        raise
     return len(todo)
+
+
+def outermost_missing(path):
+    """The outermost folder of path that does not exist yet (None if path exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
 
 
 def main(argv=None):

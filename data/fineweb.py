@@ -192,6 +192,10 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenizer processes "
                                                                      "(default: all cores)")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        print(f"error: --workers={args.workers}: the number of tokenizer processes must be at least 1",
+              file=sys.stderr)
+        return 2
     local = bool(args.inputs)
     out_dir = args.out_dir or os.path.join(HERE, "custom" if local else "fineweb10B")
     name = args.name or ("custom" if local else "fineweb")

@@ -218,3 +218,23 @@ def test_empty_leftover_from_a_killed_run_is_removed(tmp_path, hub, tokens):
     proc = run(tmp_path, hub.url, "1")
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("fault", ["server down", "no such repo", "server error", "empty body"])
+def test_a_download_that_fails_before_any_shard_leaves_no_folder(tmp_path, hub, fault):
+    url = hub.url
+    if fault == "server down":
+        with socket.socket() as s:  # a port that nothing listens on
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    elif fault == "no such repo":
+        del hub.repos[FINEWEB]
+    elif fault == "server error":
+        hub.server_errors[VAL] = 100  # past the retries
+    else:  # the file's metadata comes, then every GET sends headers and no body: the hub's .cache/ is made
+        hub.cut[VAL] = 1
+        hub.empty[VAL] = 100
+    proc = run(tmp_path, url, "1")
+    assert proc.returncode == 1
+    assert VAL in one_line(proc.stderr)
+    assert not (tmp_path / "data").exists()

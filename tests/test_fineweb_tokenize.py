@@ -155,3 +155,14 @@ def test_missing_input_is_one_line(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: nope.jsonl: no such file"
+
+
+@pytest.mark.parametrize("workers", ["-1", "0"])
+def test_fewer_than_one_worker_is_one_line(tmp_path, workers):
+    (tmp_path / "doc.txt").write_text("Hello world.")
+    proc = subprocess.run([sys.executable, SCRIPT, "doc.txt", "--out_dir", "out", f"--workers={workers}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: --workers={workers}: the number of tokenizer processes must be at "
+                           "least 1\n")
+    assert not (tmp_path / "out").exists()

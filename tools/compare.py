@@ -7,13 +7,16 @@
 Each --arm is NAME=SCRIPT [--name=value ...]; the same script with other settings is an arm too (a
 sweep). Round i runs every arm once, in order (A, B, A, B, ...: never two at once, so the machine's
 drift hits all arms alike), each with --seed=SEED+i, the same seeds for every arm. A line is printed
-per finished run and appended to OUT/runs.tsv, so Ctrl-C keeps every finished run. At the end (or on
-Ctrl-C) it prints, per arm: final val loss and training time (mean ± std), tokens/s, peak memory, and
-Welch's t-test p-value against the first arm for loss and for time; and draws OUT/compare.png.
+per finished run and appended to OUT/runs.tsv, so Ctrl-C keeps every finished run (the running one
+gets SIGINT, so its log says where it stopped; exit 130). A failed run prints its last 5 output
+lines (exit 1). At the end (or on Ctrl-C) it prints, per arm: final val loss and training time
+(mean ± std), tokens/s, peak memory, and Welch's t-test p-value against the first arm for loss and
+for time; and draws OUT/compare.png.
 
 --freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's script (taken from its first
 log, so it is exactly what ran) and unedited logs in <arm>/, arms.tsv, the table in README.md (to
 be completed with what was changed and why) and the plot. tools/check.py verifies such a folder.
+A set that was interrupted or had a failed run is not frozen.
 """
 import argparse
 import collections

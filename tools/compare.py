@@ -184,7 +184,8 @@ def main(argv=None):
                         r, tail = None, [f"{log}: {e}"]
                     if r is None:
                         failed += 1
-                        print(f"[{name} seed {seed}] failed with exit code {code}"
+                        how = f"killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
+                        print(f"[{name} seed {seed}] {how}"
                               + ("; its last output lines:" if tail else "; it printed nothing"), flush=True)
                         print("".join(f"    {line}\n" for line in tail), end="", flush=True)
                         continue

@@ -1,41 +1,57 @@
 """GPT-2 speedrun trainer: one file, read top to bottom (hyperparameters, Muon, model, data, training).
 
-Defaults: the 8xH100 FineWeb track with the public speedrun's techniques up to its 2025-01-04 record
-(3.4 min there): 12 layers of width 768 with three value embeddings, attention within documents over a
-window growing from 128 to 1,792 tokens, 1390 steps of 8 x 64K packed tokens toward 3.28 val loss on
-the first 10,485,760 tokens of fineweb_val_000000.bin. Not yet run on 8 GPUs here; README projects
-its time. Run with: torchrun --standalone --nproc_per_node=8 train_gpt.py
-`--track=cpu_shakespeare` is the CPU track's record (see README). The same file runs on 1..8 GPUs, on
-several nodes, and on a CPU; any hyperparameter is overridden as --name=value. Each run writes
-logs/<uuid>.txt, which embeds this source, so a log alone reproduces its run.
+Defaults: the 8xH100 FineWeb track with the public speedrun's techniques up to its 2025-01-04 record (3.4 min
+there): 12 layers of width 768, three value embeddings, attention within documents over a window growing from
+128 to 1,792 tokens, 1390 steps of 8 x 64K tokens toward 3.28 val loss on the first 10,485,760 tokens of
+fineweb_val_000000.bin (not yet run on 8 GPUs here: README projects it). `--track=cpu_shakespeare` is the CPU
+track's record. The same file runs on 1..8 GPUs, on several nodes, on a CPU; any hyperparameter is overridden as
+--name=value. Each run writes logs/<uuid>.txt, which embeds this source, so a log alone reproduces its run.
 """
+import os
+import signal
+import sys
+
+def on_signal(signum, frame):  # SIGTERM (what schedulers and `timeout` send) stops a run as Ctrl-C does
+    raise KeyboardInterrupt(signum)
+
+def excepthook(kind, error, traceback):
+    """Set before torch imports, so an interrupt while they run is one line too."""
+    if not issubclass(kind, KeyboardInterrupt):
+        return sys.__excepthook__(kind, error, traceback)
+    sys.stderr.write("train_gpt.py: interrupted\n")
+    os._exit(128 + (error.args[0] if error.args else signal.SIGINT))
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    sys.excepthook = excepthook
+
 import copy
 import ctypes
 import dataclasses
 import gc
 import math
-import os
 import platform
 import re
 import resource
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from glob import glob
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 code = open(__file__).read()  # embedded in every log
 RULER = "=" * 100  # around the source at the top of a log, and after the environment
+BLOCK = 128  # FlexAttention's block size; attention windows are whole blocks
 
 # -----------------------------------------------------------------------------
 # Hyperparameters: the defaults are the 8xH100 FineWeb track's; a track preset overrides some.
@@ -47,7 +63,7 @@ class Hyperparameters:
     val_files: str = "data/fineweb10B/fineweb_val_*.bin"
     val_tokens: int = 10485760  # fixed val set, whatever the world size; 0 = every val token
     batch_size: int = 8 * 64 * 1024  # tokens per optimizer step, over all ranks and micro-steps
-    device_batch_size: int = 64 * 1024  # at most this many tokens per forward pass (fits an 80GB H100)
+    device_batch_size: int = 64 * 1024  # at most this many tokens per forward pass (fits an 80GB H100; halved on less)
     seq_len: int = 64 * 1024  # documents packed in one long row: the mask below keeps them apart
     bos_id: int = 50256  # <|endoftext|>, which starts every document
     vocab_size: int = 50304  # GPT-2's 50257, padded to a multiple of 128 for fast matmuls
@@ -96,7 +112,7 @@ def parse_args(argv):
     overrides = dict(arg[2:].split("=", 1) for arg in argv)
     track = overrides.pop("track", Hyperparameters.track)
     if track not in TRACKS:
-        sys.exit(f"train_gpt.py: unknown track {track!r}; tracks: {', '.join(TRACKS)}")
+        sys.exit(f"train_gpt.py: --track={track} is unknown; tracks: {', '.join(TRACKS)}")
     h = Hyperparameters(track=track, **TRACKS[track])
     names = [f.name for f in dataclasses.fields(h)]
     for name, value in overrides.items():
@@ -109,31 +125,40 @@ def parse_args(argv):
             setattr(h, name, kind(value))
         except (KeyError, ValueError):
             sys.exit(f"train_gpt.py: --{name} wants a {kind.__name__}, got {value!r}")
-    validate(h)
+    validate(h, set(overrides))
     return h
 
-def validate(h):
-    """Stops with one line naming the first hyperparameter out of its range, and the range."""
+def validate(h, overrides=()):
+    """Stops with one line naming the hyperparameter out of its range, and the range. A rule on two values
+    blames the first of them that was overridden (a preset's values agree with each other)."""
     cutoffs = h.head_cutoffs.split(",") if h.head_cutoffs else []
     ints = [int(c) for c in cutoffs if c.isdigit()]
-    rules = [(name, getattr(h, name) >= 1, ">= 1") for name in (
-        "num_iterations", "seq_len", "num_layers", "model_dim", "vocab_size", "window_min")]
-    rules += [(name, getattr(h, name) >= 0, ">= 0 (0 = off, every val token, or measured)") for name in (
-        "val_tokens", "val_loss_every", "sample_tokens", "threads", "warmup_steps",
-        "muon_momentum_warmup_steps", "logit_softcap", "peak_flops")]
+    rules = [((name,), getattr(h, name) >= 1, ">= 1") for name in ("num_iterations", "seq_len", "num_layers")]
+    rules += [((name,), getattr(h, name) >= 0, ">= 0 (0 = off, every val token, or fresh)") for name in (
+        "val_tokens", "val_loss_every", "sample_tokens", "threads", "muon_momentum_warmup_steps", "seed")]
+    rules += [((name,), math.isfinite(getattr(h, name)) and getattr(h, name) >= 0, "a finite number >= 0") for name in (
+        "embed_lr", "head_lr", "scalar_lr", "muon_lr", "logit_softcap", "peak_flops")]
     rules += [
-        ("batch_size", h.seq_len >= 1 and h.batch_size >= h.seq_len and h.batch_size % h.seq_len == 0,
-         "a positive multiple of seq_len"),
-        ("device_batch_size", h.device_batch_size >= h.seq_len, ">= seq_len"),
-        ("num_heads", h.num_heads >= 1 and h.model_dim % h.num_heads == 0 and h.model_dim // h.num_heads % 2 == 0,
-         f"divides model_dim={h.model_dim} into heads of even size (rotary turns pairs of dimensions)"),
-        ("num_value_embeds", 0 <= 2 * h.num_value_embeds <= h.num_layers, "in [0, num_layers / 2]"),
-        ("head_cutoffs", len(ints) == len(cutoffs) and ints == sorted(set(ints)) and all(0 < c < h.vocab_size for c in ints)
-         and h.model_dim // 4 ** len(ints) >= 1, "increasing ranks in (0, vocab_size), comma-separated; '' = full softmax"),
-        ("cooldown_frac", 0 <= h.cooldown_frac <= 1, "in [0, 1]"),
-        ("dtype", h.dtype in ("float32", "bfloat16"), "float32 or bfloat16")]
-    for name, ok, valid in rules:
+        (("warmup_steps", "num_iterations"), 0 <= h.warmup_steps <= h.num_iterations, f"0 <= warmup_steps <= num_iterations={h.num_iterations}"),
+        (("batch_size", "seq_len"), h.seq_len >= 1 and h.batch_size >= h.seq_len and h.batch_size % h.seq_len == 0, f"batch_size a multiple of seq_len={h.seq_len}"),
+        (("device_batch_size", "seq_len"), h.device_batch_size >= h.seq_len, f"device_batch_size >= seq_len={h.seq_len}"),
+        (("bos_id", "vocab_size"), 0 <= h.bos_id < h.vocab_size, f"0 <= bos_id={h.bos_id} < vocab_size={h.vocab_size}"),
+        (("model_dim", "head_cutoffs"), h.model_dim >= 4 ** len(ints), f"model_dim >= 4^{len(ints)} (adaptive softmax band i projects to model_dim / 4^i)"),
+        (("num_heads", "model_dim"), h.num_heads >= 1 and h.model_dim % h.num_heads == 0 and h.model_dim // h.num_heads % 2 == 0,
+         f"num_heads divides model_dim={h.model_dim} into heads of even size (rotary turns pairs of dimensions)"),
+        (("num_value_embeds", "num_layers"), 0 <= 2 * h.num_value_embeds <= h.num_layers, f"0 <= 2 x num_value_embeds <= num_layers={h.num_layers}"),
+        (("window_min",), h.window_min >= BLOCK and h.window_min % BLOCK == 0, f"a positive multiple of {BLOCK} (whole attention blocks)"),
+        (("window_max", "window_min"), h.window_max >= h.window_min and h.window_max % BLOCK == 0,
+         f"window_max a multiple of {BLOCK}, >= window_min={h.window_min} (training grows the window to it; evaluation uses it)"),
+        (("head_cutoffs", "vocab_size"), len(ints) == len(cutoffs) and ints == sorted(set(ints)) and all(0 < c < h.vocab_size for c in ints),
+         f"increasing ranks in (0, vocab_size={h.vocab_size}), comma-separated; '' = full softmax"),
+        (("cooldown_frac",), 0 <= h.cooldown_frac <= 1, "in [0, 1]"),
+        (("muon_momentum",), 0 <= h.muon_momentum < 1, "in [0, 1)"),
+        (("sample_tokens", "seq_len"), h.sample_tokens < h.seq_len, f"sample_tokens={h.sample_tokens} < seq_len={h.seq_len} (the sample is one row)"),
+        (("dtype",), h.dtype in ("float32", "bfloat16"), "float32 or bfloat16")]
+    for names, ok, valid in rules:
         if not ok:
+            name = next((n for n in names if n in overrides), names[0])
             sys.exit(f"train_gpt.py: --{name}={getattr(h, name)} is out of range; valid: {valid}")
 
 # -----------------------------------------------------------------------------
@@ -153,10 +178,9 @@ def zeropower_via_newtonschulz5(G, steps=5, dtype=torch.bfloat16):
     return X.T if tall else X
 
 class Muon(torch.optim.Optimizer):
-    """SGD-momentum with Nesterov, each 2-D update orthogonalized (compiled, Newton-Schulz's elementwise
-    work fuses). Rank r orthogonalizes matrices r, r + world_size, ... of each group; all ranks gather them.
-    A group is one shape up to transposition (Newton-Schulz costs the same on (3072, 768) and (768, 3072)):
-    at 8 GPUs the MLPs' 24 matrices are 3 per rank; by exact shape ranks 0-3 had 4, ranks 4-7 2 (245 vs 163 GFLOP)."""
+    """SGD-momentum with Nesterov, each 2-D update orthogonalized. Rank r orthogonalizes matrices r, r + world_size,
+    ... of each group, then all ranks gather them. A group is one shape up to transposition (the same Newton-Schulz
+    cost): at 8 GPUs the MLPs' 24 matrices are 3 per rank; by exact shape ranks 0-3 had 4, ranks 4-7 2."""
 
     def __init__(self, params, lr, momentum, ns_dtype=torch.bfloat16, rank=0, world_size=1, compile=False):
         params = list(params)
@@ -189,7 +213,8 @@ class Muon(torch.optim.Optimizer):
                     handle = dist.all_gather(gathered, update.contiguous(), async_op=True)
                 pending.append((params[i:i + self.world_size], gathered, group["lr"], handle))
         for chunk, updates, lr, handle in pending:  # gathers overlap the Newton-Schulz work above
-            handle and handle.wait()
+            if handle is not None:
+                handle.wait()
             for p, update in zip(chunk, updates):
                 rows, cols = p.shape  # sqrt(rows / cols) keeps the update's RMS shape-independent
                 p.add_(update.T if rows > cols else update, alpha=-lr * max(1, rows / cols) ** 0.5)
@@ -200,9 +225,7 @@ class Muon(torch.optim.Optimizer):
 def norm(x):
     return F.rms_norm(x, (x.size(-1),))  # parameter-free RMSNorm
 
-class CastedLinear(nn.Linear):
-    """fp32 master weights, matmul in the activations' dtype (bf16 on GPUs)."""
-
+class CastedLinear(nn.Linear):  # fp32 master weights, matmul in the activations' dtype (bf16 on GPUs)
     def __init__(self, in_features, out_features, zero_init=False):
         super().__init__(in_features, out_features, bias=False)
         if zero_init:  # output projections start at 0, so each block starts as the identity
@@ -226,28 +249,45 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 def document_window_mask(docs, window):
-    """FlexAttention's mask_mod: query q of row b sees key k iff k <= q, both lie in the same document
-    (docs[b, t] counts the documents begun up to t), and q - k < window. Packed rows need no padding."""
+    """mask_mod: query q of row b sees key k iff k <= q, both lie in one document (docs[b, t]: documents begun by t),
+    and k's block is less than window / BLOCK blocks before q's. Packed rows need no padding."""
     def mask_mod(b, h, q, k):
-        return (k <= q) & (docs[b, q] == docs[b, k]) & (q - k < window)
+        return (k <= q) & (docs[b, q] == docs[b, k]) & (q // BLOCK - k // BLOCK < window // BLOCK)
     return mask_mod
 
+def ordered(blocks):
+    """(B, n, n) booleans over 128 x 128 blocks as FlexAttention takes them: a count per query block, key blocks first."""
+    return blocks.sum(-1, dtype=torch.int32)[:, None], torch.argsort(blocks.int(), dim=-1, descending=True, stable=True).int()[:, None]
+
+def block_mask(docs, window):
+    """The BlockMask from per-block document bounds, as upstream from 2024-12-08: query block i sees the key blocks
+    in (i - window / BLOCK, i] that share a document with it; those inside one document, below the diagonal, are
+    "full" and skip the mask_mod. The T x T mask is never evaluated (94% of a 64K row's causal blocks are out)."""
+    B, T = docs.shape
+    n = -(-T // BLOCK)
+    padded = torch.cat([docs, docs[:, -1:].expand(B, n * BLOCK - T)], dim=1)
+    first, last = padded[:, ::BLOCK], padded[:, BLOCK - 1::BLOCK]  # each block's first and last document
+    i = torch.arange(n, device=docs.device)
+    near = (i[:, None] >= i) & (i[:, None] - i < window // BLOCK)
+    full = near & (i[:, None] > i) & (first[:, None, :] == last[:, :, None])  # key block's first = query block's last
+    partial = near & (last[:, None, :] >= first[:, :, None]) & ~full  # key block's last reaches query block's first
+    return BlockMask.from_kv_blocks(*ordered(partial), *ordered(full), BLOCK_SIZE=BLOCK,
+                                    mask_mod=document_window_mask(docs, window), seq_lengths=(T, T))
+
 def attention_mask(idx, bos_id, window):
-    """On GPUs a BlockMask: FlexAttention skips the 128 x 128 blocks it rules out (94% of a 64K row's causal
-    blocks at a 1,792 window). On CPUs a boolean (B, 1, T, T) for SDPA: torch 2.13 has no flex backward there."""
-    B, T = idx.shape
-    mask_mod = document_window_mask((idx == bos_id).cumsum(1), window)
+    """On GPUs a BlockMask; on CPUs the same mask, a boolean (B, 1, T, T) for SDPA (torch 2.13: no flex backward)."""
+    docs = (idx == bos_id).cumsum(1)
     if idx.is_cuda:
-        return create_block_mask(mask_mod, B, None, T, T, device=idx.device)
-    t = torch.arange(T, device=idx.device)
-    return mask_mod(torch.arange(B, device=idx.device)[:, None, None, None], None, t[:, None], t)
+        return block_mask(docs, window)
+    t = torch.arange(idx.size(1), device=idx.device)
+    return document_window_mask(docs, window)(torch.arange(idx.size(0), device=idx.device)[:, None, None, None], None, t[:, None], t)
 
 flex_attention_compiled = torch.compile(flex_attention, dynamic=False)  # fused; compiles at its first call
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim, num_heads, rotary, value_embed):
+    def __init__(self, h, rotary, value_embed):
         super().__init__()
-        self.num_heads, self.rotary = num_heads, rotary
+        dim, self.num_heads, self.rotary = h.model_dim, h.num_heads, rotary
         self.q, self.k, self.v = (CastedLinear(dim, dim) for _ in range(3))  # separate for Muon
         self.proj = CastedLinear(dim, dim, zero_init=True)
         # how much of the value embedding joins the values: 0 at init, like the zero-init projections
@@ -260,24 +300,24 @@ class CausalSelfAttention(nn.Module):
             v = v + self.ve_gate * ve.view_as(v)
         q, k = self.rotary(norm(q)), self.rotary(norm(k))  # QK-norm keeps attention logits bounded
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        y = (F.scaled_dot_product_attention(q, k, v, attn_mask=mask) if isinstance(mask, torch.Tensor)
-             else flex_attention_compiled(q, k, v, block_mask=mask))
+        y = (flex_attention_compiled(q, k, v, block_mask=mask) if isinstance(mask, BlockMask)
+             else F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 class MLP(nn.Module):
-    def __init__(self, dim):
+    def __init__(self, h):
         super().__init__()
-        self.fc = CastedLinear(dim, 4 * dim)
-        self.proj = CastedLinear(4 * dim, dim, zero_init=True)
+        self.fc = CastedLinear(h.model_dim, 4 * h.model_dim)
+        self.proj = CastedLinear(4 * h.model_dim, h.model_dim, zero_init=True)
 
     def forward(self, x):
         return self.proj(F.relu(self.fc(x)).square())  # ReLU^2 (So et al., 2021)
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, rotary, value_embed):
+    def __init__(self, h, rotary, value_embed):
         super().__init__()
-        self.attn = CausalSelfAttention(dim, num_heads, rotary, value_embed)
-        self.mlp = MLP(dim)
+        self.attn = CausalSelfAttention(h, rotary, value_embed)
+        self.mlp = MLP(h)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # learned mix of the embedding x0
 
     def forward(self, x, ve, x0, mask):
@@ -286,20 +326,20 @@ class Block(nn.Module):
         return x + self.mlp(norm(x))
 
 class AdaptiveSoftmax(nn.Module):
-    """An exact distribution over all vocab_size ids (Grave et al., 2017). Ids are ranked by training
-    frequency; ranks below cutoffs[0] get a logit each, each later band one logit there times a softmax
-    of its own, from a projection div_value times narrower per band, run only for the tokens whose
-    targets are in it. No cutoffs: the full softmax."""
+    """An exact distribution over all vocab_size ids (Grave et al., 2017). Ids are ranked by training frequency; ranks
+    below cutoffs[0] get a logit each, each later band one logit there times a softmax of its own, from a projection
+    div_value times narrower per band, run only for the tokens whose targets are in it. No cutoffs: the full softmax."""
 
-    def __init__(self, dim, vocab_size, cutoffs, softcap, div_value=4):
+    def __init__(self, h, div_value=4):
         super().__init__()
-        self.bounds, self.softcap = [0, *cutoffs, vocab_size], softcap
+        dim, cutoffs = h.model_dim, [int(c) for c in h.head_cutoffs.split(",") if c]
+        self.bounds, self.softcap = [0, *cutoffs, h.vocab_size], h.logit_softcap
         self.head = CastedLinear(dim, self.bounds[1] + len(cutoffs), zero_init=True)
         self.tails = nn.ModuleList(
             nn.Sequential(CastedLinear(dim, dim // div_value ** (i + 1)),
                           CastedLinear(dim // div_value ** (i + 1), hi - lo, zero_init=True))
             for i, (lo, hi) in enumerate(zip(self.bounds[1:-1], self.bounds[2:])))
-        self.register_buffer("rank_of", torch.arange(vocab_size))  # id -> frequency rank
+        self.register_buffer("rank_of", torch.arange(h.vocab_size))  # id -> frequency rank
         self.band_shares = [1.0] * len(cutoffs)  # each band's share of the training targets
 
     def rank_by(self, counts):
@@ -307,28 +347,30 @@ class AdaptiveSoftmax(nn.Module):
         self.rank_of[torch.from_numpy(order)] = torch.arange(len(order))
         self.band_shares = [counts[order[lo:hi]].sum() / counts.sum() for lo, hi in zip(self.bounds[1:-1], self.bounds[2:])]
 
-    def log_softmax(self, layer, x):
+    def logits(self, layer, x):
         logits = layer(x).float()
         if self.softcap:  # tanh softcap (Gemma 2)
             logits = self.softcap * torch.tanh(logits / self.softcap)
-        return F.log_softmax(logits, dim=-1)
+        return logits
 
     def forward(self, x, targets):
-        """log p(target) for each row of x."""
-        ranks = self.rank_of[targets] if self.tails else targets
-        head = self.log_softmax(self.head, x)
+        """Summed -log p(target). F.cross_entropy's backward is elementwise; log_softmax.gather's zeroes a logits-sized buffer."""
+        if not self.tails:
+            return F.cross_entropy(self.logits(self.head, x), targets, reduction="sum")
+        ranks = self.rank_of[targets]
+        head = F.log_softmax(self.logits(self.head, x), dim=-1)
         band = torch.bucketize(ranks, self.rank_of.new_tensor(self.bounds[1:-1]), right=True)  # 0 = head
         logp = head.gather(1, torch.where(band == 0, ranks, self.bounds[1] + band - 1)[:, None]).squeeze(1)
         for i, tail in enumerate(self.tails):
             rows = (band == i + 1).nonzero().squeeze(1)
             within = (ranks[rows] - self.bounds[i + 1])[:, None]
-            logp = logp.index_add(0, rows, self.log_softmax(tail, x[rows]).gather(1, within).squeeze(1))
-        return logp
+            logp = logp.index_add(0, rows, F.log_softmax(self.logits(tail, x[rows]), dim=-1).gather(1, within).squeeze(1))
+        return -logp.sum()
 
     def all_log_probs(self, x):
         """log p of every id, in id order (for sampling)."""
-        head, c = self.log_softmax(self.head, x), self.bounds[1]
-        by_rank = torch.cat([head[:, :c]] + [head[:, c + i, None] + self.log_softmax(tail, x)
+        head, c = F.log_softmax(self.logits(self.head, x), dim=-1), self.bounds[1]
+        by_rank = torch.cat([head[:, :c]] + [head[:, c + i, None] + F.log_softmax(self.logits(tail, x), dim=-1)
                                              for i, tail in enumerate(self.tails)], dim=1)
         return by_rank[:, self.rank_of]
 
@@ -339,18 +381,16 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         L, n = h.num_layers, h.num_value_embeds
         rotary = Rotary(h.model_dim // h.num_heads, h.seq_len)  # one table, shared by the layers
-        self.blocks = nn.ModuleList(Block(h.model_dim, h.num_heads, rotary, i < n or i >= L - n) for i in range(L))
+        self.blocks = nn.ModuleList(Block(h, rotary, i < n or i >= L - n) for i in range(L))
         # U-net: the output of block i (first half) is added, weighted, into block L-1-i (second half)
         self.skip_weights = nn.Parameter(torch.ones(L // 2))
-        cutoffs = [int(c) for c in h.head_cutoffs.split(",") if c]
-        self.lm_head = AdaptiveSoftmax(h.model_dim, h.vocab_size, cutoffs, h.logit_softcap)  # untied from embed
-        # Value embeddings (upstream's 2024-12 records, after Zhou et al.'s value residual): tables whose rows join the
-        # values of the first n layers and, in the same order, the last n. Made last: other weights draw the same.
+        self.lm_head = AdaptiveSoftmax(h)  # untied from embed
+        # Value embeddings (upstream's 2024-12 records, after Zhou et al.'s value residual): tables joining the values
+        # of the first n layers and, in the same order, the last n. Made last: other weights draw the same.
         self.value_embeds = nn.ModuleList(nn.Embedding(h.vocab_size, h.model_dim) for _ in range(n))
 
     def forward(self, idx, window, targets=None):
-        """The summed loss over the targets (callers divide by their token counts); without targets the
-        log-probabilities of every id at every position."""
+        """The summed loss over the targets (callers divide); without targets, every id's log-probability everywhere."""
         mask = attention_mask(idx, self.bos_id, window)
         x = x0 = norm(self.embed(idx).to(self.dtype))
         skips, num_skips, L = [], len(self.skip_weights), len(self.blocks)
@@ -365,7 +405,7 @@ class GPT(nn.Module):
         x = norm(x).flatten(0, 1)
         if targets is None:
             return self.lm_head.all_log_probs(x).view(*idx.shape, -1)
-        return -self.lm_head(x, targets.reshape(-1)).sum()
+        return self.lm_head(x, targets.reshape(-1))
 
 # -----------------------------------------------------------------------------
 # Data: llm.c shards, 256 int32 header (magic 20240520, version 1, token count) then uint16 tokens
@@ -374,37 +414,43 @@ def data_command(pattern):
     commands = dict(shakespeare="python data/shakespeare.py", fineweb="python data/cached_fineweb10B.py")
     return next((c for k, c in commands.items() if k in pattern), "python data/fineweb.py <your text files>")
 
-def shard_size(path):
-    """Token count of a shard; stops the run with one line naming the file if it is not valid."""
+def load_tokens(path):
+    return np.fromfile(path, dtype="<u2", offset=256 * 4)
+
+def check_shard(path, h):
+    """Token count of a shard; stops the run with one line naming the file if this run cannot use it."""
     header = np.fromfile(path, dtype="<i4", count=256)
     fix = f"delete it and rebuild it with: {data_command(path)}"
     if len(header) < 256 or header[0] != 20240520 or header[1] != 1:
         sys.exit(f"train_gpt.py: {path}: not an llm.c token shard (bad magic or version); {fix}")
     expected = 256 * 4 + 2 * int(header[2])
     if os.path.getsize(path) != expected:
-        sys.exit(f"train_gpt.py: {path}: header says {expected} bytes, file has "
-                 f"{os.path.getsize(path)}: truncated or corrupt; {fix}")
+        sys.exit(f"train_gpt.py: {path}: header says {expected} bytes, file has {os.path.getsize(path)}: truncated or corrupt; {fix}")
+    tokens = load_tokens(path)  # checked now, not at the batch or the final evaluation that would meet them
+    if tokens.size and tokens.max() >= h.vocab_size:
+        sys.exit(f"train_gpt.py: {path} holds token id {tokens.max()}, not below vocab_size={h.vocab_size}; "
+                 f"raise --vocab_size above it, or {fix}")
+    if tokens.size and not (tokens == h.bos_id).any():
+        sys.exit(f"train_gpt.py: {path} holds no bos_id={h.bos_id}, which starts every document: documents would "
+                 f"share attention; pass its tokenizer's --bos_id, or {fix}")
     return int(header[2])
 
-def find_shards(pattern):
+def find_shards(pattern, h):
     files = sorted(f for f in glob(pattern) if os.path.isfile(f))
     if not files:
         sys.exit(f"train_gpt.py: no files match {pattern}; fetch or build them with: {data_command(pattern)}")
-    return files, [shard_size(f) for f in files]
-
-def load_tokens(path):
-    return np.fromfile(path, dtype="<u2", offset=256 * 4)
+    return files, [check_shard(f, h) for f in files]
 
 class DataLoader:
-    """batch(step): the batch_size + 1 tokens (inputs, targets shifted by one) of that step, from the shards
-    in order, wrapping around. Every rank gets it all and uses its rows: the world size changes nothing."""
+    """batch(step): that step's batch_size + 1 tokens (inputs; targets shifted by one), from the shards in order,
+    wrapping around. Every rank gets it all and uses its rows: the world size changes nothing."""
 
-    def __init__(self, pattern, batch_size):
-        self.files, sizes = find_shards(pattern)
-        self.batch_size, self.batches = batch_size, [(n - 1) // batch_size for n in sizes]  # per shard
+    def __init__(self, h):
+        self.files, sizes = find_shards(h.train_files, h)
+        self.batch_size, self.batches = h.batch_size, [(n - 1) // h.batch_size for n in sizes]  # per shard
         if min(self.batches) < 1:
             sys.exit(f"train_gpt.py: {self.files[sizes.index(min(sizes))]} has {min(sizes)} tokens, "
-                     f"fewer than one step of batch_size = {batch_size}")
+                     f"fewer than one step of batch_size = {h.batch_size}")
         self.shard = None
 
     def batch(self, step):
@@ -415,29 +461,32 @@ class DataLoader:
             self.shard, self.tokens = shard, load_tokens(self.files[shard])
         return self.tokens[i * self.batch_size:(i + 1) * self.batch_size + 1]
 
-def load_val_tokens(pattern, val_tokens):
+def load_val_tokens(h):
     """The first val_tokens + 1 tokens of the val stream (val_tokens predictions); 0 = all of it."""
-    files, sizes = find_shards(pattern)
-    needed = val_tokens + 1 if val_tokens else sum(sizes)
-    if needed > sum(sizes) or needed < 2:
-        sys.exit(f"train_gpt.py: {pattern} holds {sum(sizes)} tokens; val_tokens={val_tokens} needs "
-                 f"{max(needed, 2)} (a prediction needs 2); rebuild it with: {data_command(pattern)}")
-    return np.concatenate([load_tokens(f) for f in files])[:needed]
+    files, sizes = find_shards(h.val_files, h)
+    if sum(sizes) < 2:
+        sys.exit(f"train_gpt.py: {h.val_files} holds {sum(sizes)} tokens; a prediction needs 2; "
+                 f"rebuild it with: {data_command(h.val_files)}")
+    if h.val_tokens >= sum(sizes):
+        sys.exit(f"train_gpt.py: --val_tokens={h.val_tokens} is out of range; valid: at most {sum(sizes) - 1} "
+                 f"(the predictions in {h.val_files}), or 0 = all of them")
+    return np.concatenate([load_tokens(f) for f in files])[:h.val_tokens + 1 if h.val_tokens else None]
 
 @torch.no_grad()
-def evaluate(model, tokens, window, h, rank, world_size, device):
+def evaluate(run, tokens):
     """Mean loss over every next-token prediction in `tokens`, cut into seq_len windows (the last may be
     shorter) dealt round-robin to the ranks: independent of the world size up to float summation order."""
+    h = run.h
     n, T, B = len(tokens) - 1, h.seq_len, max(1, h.device_batch_size // h.seq_len)
-    starts = list(range(0, n, T))[rank::world_size]
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    starts = list(range(0, n, T))[run.rank::run.world_size]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     for i in range(0, len(starts), B):
         batch = starts[i:i + B]
         for length in sorted({min(T, n - s) for s in batch}):
             rows = np.stack([tokens[s:s + length + 1] for s in batch if min(T, n - s) == length])
-            buf = torch.from_numpy(rows.astype(np.int64)).to(device)
-            loss_sum += model(buf[:, :-1], window, buf[:, 1:]).double()
-    if world_size > 1:
+            buf = torch.from_numpy(rows.astype(np.int64)).to(run.device)
+            loss_sum += run.compiled(buf[:, :-1], run.windows[h.window_max], buf[:, 1:]).double()
+    if run.world_size > 1:
         dist.all_reduce(loss_sum)
     return loss_sum.item() / n
 
@@ -452,10 +501,10 @@ def lr_multiplier(step, h):
     return min(1.0, (h.num_iterations - step) / cooldown_steps)
 
 def window_size(step, h):
-    """Window warmup (upstream's 2024-11-24 record): short windows early, when the model uses little
-    context anyway, and cheaper steps. Whole 128-token FlexAttention blocks, each count for an equal share."""
-    lo, hi = math.ceil(h.window_min / 128), h.window_max // 128
-    return 128 * max(lo, min(hi, lo + (hi - lo + 1) * step // h.num_iterations))
+    """Window warmup (upstream's 2024-11-24 record): short, cheap windows early, when the model uses little context
+    anyway. Whole blocks, each count for an equal share of the steps."""
+    lo, hi = h.window_min // BLOCK, h.window_max // BLOCK
+    return BLOCK * min(hi, lo + (hi - lo + 1) * step // h.num_iterations)
 
 def muon_momentum(step, h):
     frac = min(1.0, step / h.muon_momentum_warmup_steps) if h.muon_momentum_warmup_steps else 1.0
@@ -463,8 +512,8 @@ def muon_momentum(step, h):
 
 def flops_per_token(model, h):
     """Training FLOPs per token (PaLM, appendix B): 6 per matmul weight, plus 12 * layers * dim * context for
-    attention, context = the mean window (documents shorten it further; not counted). Embeddings are
-    lookups; an adaptive softmax band's weights count by the share of the targets it runs for."""
+    attention, context = the mean window, whose whole blocks FlexAttention computes (documents cut what it
+    keeps; not counted). Embeddings are lookups; an adaptive softmax band counts by its share of the targets."""
     embeds = [model.embed, *model.value_embeds]
     matmul_params = sum(p.numel() for p in model.parameters() if p.ndim == 2) - sum(e.weight.numel() for e in embeds)
     for share, tail in zip(model.lm_head.band_shares, model.lm_head.tails):
@@ -487,14 +536,18 @@ def cpu_name():
     units = [f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in info]
     return f"{name[1] if name else platform.machine()}; bf16 units: {' '.join(units) or 'none'}"
 
+# Datasheet dense bf16 peaks (no sparsity), by a part of the GPU's name; the first that matches wins
+PEAK_FLOPS = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
+              "L40S": 362e12, "RTX 4090": 165e12}
+
 def peak_flops(h, dtype, device, sync, n=2048, iters=8):
-    """The per-device peak FLOP/s that MFU is taken against, and where it comes from: given, an H100
-    datasheet's dense bf16 peak, or else measured on n^3 matmuls (one warm-up, one sync at the end)."""
+    """Per-device peak FLOP/s for MFU and its source: given, a datasheet, or else measured (reads below a datasheet)."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     if h.peak_flops:
         return h.peak_flops, "given"
-    if "H100" in gpu:
-        return (756e12, "H100 PCIe datasheet") if "PCIe" in gpu else (989e12, "H100 SXM datasheet")
+    for name, peak in PEAK_FLOPS.items():
+        if name in gpu:
+            return peak, f"{name} datasheet"
     a = torch.randn(n, n, device=device, dtype=dtype)
     a @ a
     sync()
@@ -504,36 +557,39 @@ def peak_flops(h, dtype, device, sync, n=2048, iters=8):
     sync()
     return 2 * n ** 3 * iters / (time.perf_counter() - t0), f"measured, {n}^3 {h.dtype} matmul"
 
-def warm_up(h, step_fn, model, optimizers):
-    """With torch.compile, 3 steps before the timed loop compile the model and are then undone exactly
-    (weights, optimizer state; a step's data depends on its number only): compiling is not training."""
-    if not h.compile:
-        return
-    initial = copy.deepcopy([obj.state_dict() for obj in (model, *optimizers)])
-    for step in range(3):
-        step_fn(step)
-    for obj, state in zip((model, *optimizers), initial):
-        obj.load_state_dict(state)
+def memory_estimate(h, num_params, tokens):
+    """Peak bytes of a step of `tokens` tokens per forward (README reads them off the 12-layer model): 16 per parameter
+    (fp32 weight, grad, optimizer state), 32 per token, layer and model dim (bf16 activations), 4 per token and vocab
+    id (bf16 logits and their gradient)."""
+    return 16 * num_params + tokens * (32 * h.num_layers * h.model_dim + 4 * h.vocab_size)
+
+def fit_to_memory(h, num_params, gpu_bytes):
+    """(seq_len, device_batch_size), halved until the estimate fits 80% of gpu_bytes: first fewer rows per
+    forward, then shorter rows (a document crossing a row's end loses its context there). A step still
+    trains on batch_size tokens, in more micro-steps."""
+    seq_len, tokens = h.seq_len, h.device_batch_size
+    while memory_estimate(h, num_params, tokens) > 0.8 * gpu_bytes and tokens >= 2 * max(BLOCK, h.window_max):
+        tokens //= 2
+        seq_len = min(seq_len, tokens)
+    return seq_len, tokens
 
 @torch.no_grad()
-def sample(model, h, device, num_tokens, top_k=50):
-    """Top-k sampling from bos_id (a new document), decoded by data/tokenizer.py's GPT-2 encoding."""
-    sys.path.insert(0, "data")
-    from tokenizer import get_gpt2_encoding
-    generator = torch.Generator(device).manual_seed(h.seed)
-    idx = torch.tensor([[h.bos_id]], device=device)
-    for _ in range(num_tokens):
-        logits = model(idx[:, -h.seq_len:], h.window_max)[0, -1, :50257]  # the padded ids are never real tokens
+def sample(run, num_tokens, top_k=50):
+    """Top-k sampling from bos_id (a new document); returns token ids. Every forward is one row of the same
+    length, so compiled attention compiles once: causal attention makes the positions after t irrelevant to t."""
+    h = run.h
+    generator = torch.Generator(run.device).manual_seed(h.seed)
+    idx = torch.full((1, min(h.seq_len, BLOCK * math.ceil((num_tokens + 1) / BLOCK))), h.bos_id, device=run.device)
+    for t in range(num_tokens):
+        logits = run.model(idx, run.windows[h.window_max])[0, t, :50257]  # the padded ids are never real tokens
         values, indices = logits.topk(top_k)
-        choice = torch.multinomial(F.softmax(values, dim=-1), 1, generator=generator)
-        idx = torch.cat([idx, indices[choice].view(1, 1)], dim=1)
-    return get_gpt2_encoding().decode(idx[0, 1:].tolist())
+        idx[0, t + 1] = indices[torch.multinomial(F.softmax(values, dim=-1), 1, generator=generator)]
+    return idx[0, 1:num_tokens + 1].tolist()
 
 # -----------------------------------------------------------------------------
 # Training: set-up, one step, the loop, the report
 
 def init_process(h):
-    """This process's rank, world size and device; joins the process group when there are several."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
@@ -559,133 +615,202 @@ def split_batch(h, world_size):
     return grad_accum_steps, [k * num_rows // slots for k in range(slots + 1)]
 
 def build_optimizers(h, model, rank, world_size):
-    """Muon for the blocks' matrices; Adam for the embeddings, the head and the scalars."""
-    adam = torch.optim.Adam([dict(params=[model.embed.weight, *model.value_embeds.parameters()], lr=h.embed_lr),
-                             dict(params=model.lm_head.parameters(), lr=h.head_lr),
-                             dict(params=[p for p in model.parameters() if p.ndim < 2], lr=h.scalar_lr)],
-                            betas=(0.9, 0.95), fused=True)
+    """By name: Muon for the blocks' matrices; Adam for the embeddings, the head (and its tails) and the scalars."""
+    groups = [dict(name="embed", params=[model.embed.weight, *model.value_embeds.parameters()], lr=h.embed_lr),
+              dict(name="head", params=list(model.lm_head.head.parameters()), lr=h.head_lr),
+              dict(name="tails", params=list(model.lm_head.tails.parameters()), lr=h.head_lr),
+              dict(name="scalars", params=[p for p in model.parameters() if p.ndim < 2], lr=h.scalar_lr)]
+    adam = torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.95), fused=True)
     muon = Muon([p for p in model.blocks.parameters() if p.ndim == 2], lr=h.muon_lr, momentum=h.muon_momentum,
                 ns_dtype=model.dtype, rank=rank, world_size=world_size, compile=h.compile)
     for group in adam.param_groups + muon.param_groups:
         group["initial_lr"] = group["lr"]
-    return [adam, muon]
+    return dict(adam=adam, muon=muon)
 
-def open_log(master, run_id):
-    """log(msg): rank 0 writes msg to logs/<run_id>.txt, which starts with this source, then prints it."""
-    if not master:
-        return lambda msg: None
-    os.makedirs("logs", exist_ok=True)
-    logfile = open(f"logs/{run_id}.txt", "w", buffering=1)  # line-buffered: a crash loses nothing
-    logfile.write(f"{RULER}\n{code}{RULER}\n")
-    # the file first: an interrupt must not leave it behind stdout
-    return lambda msg: (logfile.write(msg + "\n"), print(msg, flush=True))
-
-def train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device):
-    """One optimizer step on step's batch_size tokens; returns the mean train loss and the grad norm."""
-    for group in optimizers[0].param_groups + optimizers[1].param_groups:
-        group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
-    for group in optimizers[1].param_groups:
+def set_schedules(optimizers, step, h):
+    """The step's values: every lr follows the trapezoid; Muon's momentum warms up."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
+    for group in optimizers["muon"].param_groups:
         group["momentum"] = muon_momentum(step, h)
-    (grad_accum_steps, bounds), T = split, h.seq_len
-    tokens, train_loss = loader.batch(step), torch.zeros((), device=device)
-    window = torch.tensor(window_size(step, h), device=device)  # a tensor: a new value does not recompile
-    for micro_step in range(grad_accum_steps):
-        k = micro_step * world_size + rank
-        buf = torch.from_numpy(tokens[bounds[k] * T:bounds[k + 1] * T + 1].astype(np.int64))
-        buf = (buf.pin_memory() if device.type == "cuda" else buf).to(device, non_blocking=True)  # async from pinned
-        last_micro = micro_step == grad_accum_steps - 1
-        with ddp_model.no_sync() if world_size > 1 and not last_micro else nullcontext():
-            loss = ddp_model(buf[:-1].view(-1, T), window, buf[1:].view(-1, T))
-            # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
-            (loss * world_size / h.batch_size).backward()
-        train_loss += loss.detach()
-    if world_size > 1:
-        dist.all_reduce(train_loss)
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
-    for opt in optimizers:
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return train_loss.item() / h.batch_size, grad_norm.item()
 
-def train_loop(h, step_fn, evaluate_fn, log, sync):
-    """Returns the final val loss and the training time in ms, which counts the steps only (each between
-    two syncs), not evaluation. Ctrl-C logs where it stopped and exits 130."""
-    step, train_ms = 0, 0.0
+class Log:
+    """log(msg): rank 0 writes msg to logs/<run_id>.txt (which starts with this source), line-buffered, then prints it."""
+
+    def __init__(self, master, run_id):
+        self.path, self.file = f"logs/{run_id}.txt", None
+        if master:
+            self.write(f"{RULER}\n{code}{RULER}\n", "w")
+
+    def write(self, text, mode="a"):
+        try:
+            if self.file is None:
+                os.makedirs("logs", exist_ok=True)
+                self.file = open(self.path, mode, buffering=1)
+            self.file.write(text)
+        except OSError as e:
+            sys.exit(f"train_gpt.py: cannot write {self.path}: {e.strerror}; run where logs/ can be written")
+
+    def __call__(self, msg):
+        if self.file is not None:
+            self.write(msg + "\n")
+            print(msg, flush=True)
+
+def warm_up(run):
+    """With torch.compile, 3 steps compile before the timed loop, then are undone exactly: compiling is not training."""
+    if not run.h.compile:
+        return
+    objs = [run.model, *run.optimizers.values()]
+    initial = copy.deepcopy([obj.state_dict() for obj in objs])
+    for step in range(3):
+        train_step(run, step)
+    for obj, state in zip(objs, initial):
+        obj.load_state_dict(state)
+
+def train_step(run, step):
+    """One optimizer step. Returns [summed train loss, grad norm] on the host and, on CUDA, the event after which
+    they are there: nothing here waits for the GPU."""
+    h, T = run.h, run.h.seq_len
+    set_schedules(run.optimizers, step, h)
+    tokens, train_loss = run.loader.batch(step), torch.zeros((), device=run.device)
+    for micro_step in range(run.grad_accum_steps):
+        k = micro_step * run.world_size + run.rank
+        buf = torch.from_numpy(tokens[run.bounds[k] * T:run.bounds[k + 1] * T + 1].astype(np.int64))
+        if run.device.type == "cuda":
+            buf = buf.pin_memory()  # what an asynchronous copy needs
+        buf = buf.to(run.device, non_blocking=True)
+        last_micro = micro_step == run.grad_accum_steps - 1
+        with run.ddp_model.no_sync() if run.world_size > 1 and not last_micro else nullcontext():
+            loss = run.ddp_model(buf[:-1].view(-1, T), run.windows[window_size(step, h)], buf[1:].view(-1, T))
+            # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
+            (loss * run.world_size / h.batch_size).backward()
+        train_loss += loss.detach()
+    if run.world_size > 1:
+        dist.all_reduce(train_loss)
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in run.model.parameters()])
+    for opt in run.optimizers.values():
+        opt.step()
+    run.model.zero_grad(set_to_none=True)
+    stats = torch.stack([train_loss, grad_norm])
+    if run.device.type != "cuda":
+        return stats, None
+    stats, done = stats.to("cpu", non_blocking=True), torch.cuda.Event()
+    done.record()
+    return stats, done
+
+def train_loop(run, val_tokens, log):
+    """Returns the final val loss and the training time in ms: over each stretch of steps between evaluations,
+    the time from a sync before its first step to a sync after its last. On CUDA step N's line is written once
+    step N + 1 is queued, so the GPU never waits for the host. Ctrl-C or SIGTERM logs where it stopped."""
+    h, step, train_ms = run.h, 0, 0.0
+    logged, pending = (0, 0.0), []  # the last step logged and its time; steps queued, not logged yet
+
+    def log_step(step, stats, done, ms=None):  # ms: when it finished, if known
+        nonlocal logged
+        if done is not None:
+            done.synchronize()  # waits for this step's work only: the GPU goes on with the next
+        if ms is None:
+            ms = train_ms + 1000 * (time.perf_counter() - t0)
+        train_loss, grad_norm = stats[0].item() / h.batch_size, stats[1].item()
+        log(f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr_multiplier(step - 1, h) * h.muon_lr:.5f}"
+            f" grad_norm:{grad_norm:.4f} train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
+        logged = (step, ms)
+        if not math.isfinite(train_loss):
+            log(f"stopped: non-finite train loss at step {step}; try a lower lr or more warmup_steps")
+            sys.exit(1)
+
     try:
         while True:
             if step == h.num_iterations or (h.val_loss_every and step > 0 and step % h.val_loss_every == 0):
-                val_loss = evaluate_fn()
+                val_loss = evaluate(run, val_tokens)
                 log(f"step:{step}/{h.num_iterations} val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms "
                     f"step_avg:{train_ms / max(1, step):.2f}ms")
                 if step == h.num_iterations:
                     return val_loss, train_ms
-            sync()
+            every = h.val_loss_every or h.num_iterations
+            end = min(h.num_iterations, (step // every + 1) * every)
+            run.sync()
             t0 = time.perf_counter()
-            train_loss, grad_norm = step_fn(step)
-            sync()
-            train_ms, step = train_ms + 1000 * (time.perf_counter() - t0), step + 1
-            log(f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr_multiplier(step - 1, h) * h.muon_lr:.5f}"
-                f" grad_norm:{grad_norm:.4f} train_time:{train_ms:.0f}ms step_avg:{train_ms / step:.2f}ms")
-            if not math.isfinite(train_loss):
-                log(f"stopped: non-finite train loss at step {step}; try a lower lr or more warmup_steps")
-                sys.exit(1)
-    except KeyboardInterrupt:
-        log(f"interrupted after step {step} ({train_ms:.0f}ms of training); the log above is complete")
-        sys.exit(130)
+            while step < end:
+                pending.append((step + 1, *train_step(run, step)))
+                step += 1
+                if len(pending) > 1 or pending[0][2] is None:  # CPU: at once; CUDA: one step later
+                    log_step(*pending.pop(0))
+            run.sync()
+            elapsed = train_ms + 1000 * (time.perf_counter() - t0)
+            for entry in pending:
+                log_step(*entry, elapsed)
+            train_ms, pending = elapsed, []
+    except KeyboardInterrupt as e:
+        log(f"interrupted after step {logged[0]} ({logged[1]:.0f}ms of training); the log above is complete")
+        sys.exit(128 + (e.args[0] if e.args else signal.SIGINT))
 
-def report(h, model, log, master, device, val_loss, train_ms, total_peak):
+def report(run, log, val_loss, train_ms, total_peak):
+    h = run.h
     tokens_per_s = h.num_iterations * h.batch_size / (train_ms / 1000)
-    mfu = flops_per_token(model, h) * tokens_per_s / total_peak
-    peak_mem = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+    mfu = flops_per_token(run.model, h) * tokens_per_s / total_peak
+    peak_mem = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     log(f"peak_memory:{peak_mem // 2**20}MiB tokens_seen:{h.num_iterations * h.batch_size} "
         f"tokens_per_s:{tokens_per_s:.0f} mfu:{100 * mfu:.2f}%")
     log(f"final_val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms")
-    if master and h.sample_tokens:
+    if run.rank == 0 and h.sample_tokens:
         try:
-            log("sample: " + sample(model, h, device, h.sample_tokens))
+            sys.path.insert(0, "data")
+            from tokenizer import get_gpt2_encoding
+            encoding = get_gpt2_encoding()
         except Exception as e:  # the run is done and logged; a missing tokenizer must not fail it
             log(f"sample skipped: no GPT-2 tokenizer ({type(e).__name__}); run: python data/tokenizer.py")
+            return
+        log("sample: " + encoding.decode(sample(run, h.sample_tokens)))
 
 def main():
     h = parse_args(sys.argv[1:])
+    log = Log(os.environ.get("RANK", "0") == "0", uuid.uuid4())  # first: a log that cannot be written wastes nothing
     rank, world_size, device = init_process(h)
-    cuda, master = device.type == "cuda", rank == 0
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    split = split_batch(h, world_size)
-    loader = DataLoader(h.train_files, h.batch_size)
-    val_tokens = load_val_tokens(h.val_files, h.val_tokens)
+    cuda = device.type == "cuda"
+    loader, val_tokens = DataLoader(h), load_val_tokens(h)
     h.seed = h.seed or int.from_bytes(os.urandom(4), "little") or 1
     torch.manual_seed(h.seed)
     model = GPT(h)
+    num_params, fitted = sum(p.numel() for p in model.parameters()), None
+    if cuda and (fit := fit_to_memory(h, num_params, torch.cuda.get_device_properties(device).total_memory)) != (h.seq_len, h.device_batch_size):
+        fitted = (f"memory: device_batch_size={h.device_batch_size} needs ~{memory_estimate(h, num_params, h.device_batch_size) / 2**30:.1f} GiB, "
+                  f"over 80% of this GPU; (seq_len, device_batch_size) = {fit} needs ~{memory_estimate(h, num_params, fit[1]) / 2**30:.1f} GiB")
+        h.seq_len, h.device_batch_size = fit
+        validate(h)
+    grad_accum_steps, bounds = split_batch(h, world_size)
     if model.lm_head.tails:
         model.lm_head.rank_by(sum(np.bincount(load_tokens(f), minlength=h.vocab_size) for f in loader.files))
     model = model.to(device)
     compiled = torch.compile(model) if h.compile else model
-    # broadcast_buffers=False: the buffers (rotary tables, id ranks) are the same on every rank already
-    ddp_model = (DDP(compiled, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
-                 if world_size > 1 else compiled)
-    optimizers = build_optimizers(h, model, rank, world_size)
-    step_fn = lambda step: train_step(step, h, model, ddp_model, optimizers, loader, split, rank, world_size, device)
-    warm_up(h, step_fn, model, optimizers)
-    peak, peak_source = peak_flops(h, model.dtype, device, sync)
-    run_id = str(uuid.uuid4())
-    log = open_log(master, run_id)
+    ddp_model = compiled
+    if world_size > 1:  # the buffers (rotary, id ranks) are the same on every rank; gradients live in DDP's buckets
+        ddp_model = DDP(compiled, device_ids=[device.index] if cuda else None, forward_sync_buffers=False,
+                        gradient_as_bucket_view=True)
+    # What a step and an evaluation read; a window tensor per size: a new value neither recompiles nor copies to the GPU
+    run = SimpleNamespace(h=h, model=model, compiled=compiled, ddp_model=ddp_model, loader=loader, rank=rank,
+                          world_size=world_size, device=device, grad_accum_steps=grad_accum_steps, bounds=bounds,
+                          optimizers=build_optimizers(h, model, rank, world_size), sync=torch.cuda.synchronize if cuda else lambda: None,
+                          windows={w: torch.tensor(w, device=device) for w in range(BLOCK, h.window_max + 1, BLOCK)})
+    warm_up(run)
+    peak, peak_source = peak_flops(h, model.dtype, device, run.sync)
     log(f"python:{platform.python_version()} torch:{torch.__version__} device:{device.type} "
         f"({torch.cuda.get_device_name(device) if cuda else cpu_name()}) world_size:{world_size} "
-        f"grad_accum_steps:{split[0]} threads:{torch.get_num_threads()} dtype:{h.dtype}")
-    if master and cuda:
+        f"grad_accum_steps:{grad_accum_steps} threads:{torch.get_num_threads()} dtype:{h.dtype}")
+    if rank == 0 and cuda:
         log(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout.rstrip())
+    if fitted:
+        log(fitted)
     log("hparams: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(h).items()))
-    log(f"params:{sum(p.numel() for p in model.parameters())} flops_per_token:{flops_per_token(model, h)} "
-        f"peak_flops:{peak:.3g} ({peak_source}) train_shards:{len(loader.files)} val_tokens:{len(val_tokens) - 1}")
-    log(f"log: logs/{run_id}.txt\n{RULER}")
-    window = torch.tensor(h.window_max, device=device)
-    evaluate_fn = lambda: evaluate(compiled, val_tokens, window, h, rank, world_size, device)
-    val_loss, train_ms = train_loop(h, step_fn, evaluate_fn, log, sync)
-    report(h, model, log, master, device, val_loss, train_ms, peak * world_size)
+    log(f"params:{num_params} flops_per_token:{flops_per_token(model, h)} peak_flops:{peak:.3g} ({peak_source}) "
+        f"train_shards:{len(loader.files)} val_tokens:{len(val_tokens) - 1}")
+    log(f"log: {log.path}\n{RULER}")
+    val_loss, train_ms = train_loop(run, val_tokens, log)
+    report(run, log, val_loss, train_ms, peak * world_size)
     if world_size > 1:
-        del ddp_model  # its reducer must go before the process group, or gloo aborts at exit (torch 2.13)
+        del run, ddp_model  # the reducer must go before the process group, or gloo aborts at exit (torch 2.13)
         gc.collect()
         dist.destroy_process_group()
         # Even so, gloo's threads aborted 1 of 38 CPU runs at interpreter exit: the run is logged, skip that.
@@ -695,6 +820,10 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:  # before or after the training loop, which logs its own interruption
-        print("train_gpt.py: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # outside the training loop, which logs its own
+        excepthook(KeyboardInterrupt, e, None)
+    except RuntimeError as e:  # gloo's or NCCL's error when another rank died: one line, not a traceback per rank
+        if not re.search(r"gloo|NCCL|peer", str(e)):
+            raise
+        sys.stderr.write(f"train_gpt.py: rank {os.environ.get('RANK')}: lost another rank ({str(e).splitlines()[0][:160]})\n")
+        os._exit(1)

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_gpt.py")
-import check  # noqa: E402
+import runlog  # noqa: E402
 import shards  # noqa: E402
 import train_gpt  # noqa: E402
 
-STEP_RE = check.STEP_RE  # the one definition of the step-line format
+STEP_RE = runlog.STEP_RE  # the one definition of the step-line format
 TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
         "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
         "--val_tokens=2000", "--peak_flops=1e11", "--sample_tokens=0", "--seed=1",

@@ -6,8 +6,8 @@
 
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
 script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
-script run beside them (and that script, taken from its first log), and a README.md stub with the
-measured numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does
+script run beside them (and, unless that script is a record's train_gpt.py, previous/fork.diff: the
+diff to it from the track's nearest record script), and a README.md stub with the measured numbers. Refuses, creating nothing, if the folder exists, the track is unknown, a log does
 not parse, or the logs of one group embed different scripts. Prints the record's check line; exit
 code follows it.
 """
@@ -20,6 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
+import forks  # noqa: E402
+from runlog import LogError, read_log  # noqa: E402
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -43,6 +45,16 @@ def readme_stub(track, name, date, s, runs):
                  f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"),
               f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)", ""]
     return "\n".join(lines)
+
+
+def write_previous_diff(dest, track, script):
+    """previous/fork.diff from the track's nearest record script to script, unless script is one."""
+    records = os.path.dirname(os.path.dirname(dest))
+    root = os.path.dirname(records)
+    bases = [forks.name_in(os.path.join(d, "train_gpt.py"), root)
+             for t, d, _ in check.find_records(records) if t == track]
+    if not any(forks.source(b, root) == script for b in bases):
+        forks.write_fork(os.path.join(dest, "previous"), root, forks.nearest(script, bases, root), script)
 
 
 def main(argv=None):
@@ -93,19 +105,21 @@ def main(argv=None):
         sources = []
         for path in logs:
             try:
-                sources.append(check.read_log(path)["source"])
-            except check.LogError as e:
+                sources.append(read_log(path)["source"])
+            except LogError as e:
                 return refuse(f"{path}: {e}")
             if sources[-1] != sources[0]:
                 return refuse(f"{path} embeds a different script than {logs[0]}")
         scripts.append(sources[0])
 
-    for (folder, logs), script in zip(groups, scripts):
+    for folder, logs in groups:
         os.makedirs(folder)
-        with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-            f.write(script)
         for path in logs:
             shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+    with open(os.path.join(dest, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+        f.write(scripts[0])
+    if args.previous:
+        write_previous_diff(dest, args.track, scripts[1])
     # The stub's numbers come from the same check that verifies the folder afterwards.
     r = check.check_record(dest, args.track, targets)
     with open(os.path.join(dest, "README.md"), "w", encoding="utf-8") as f:

@@ -14,8 +14,10 @@ per experiment folder (experiments/, see tools/forks.py); exits 1 if any fails. 
 was retired stay readable under records/<track>/retired/ and are checked against the target they
 were made for.
 
---rerun runs a CPU record's frozen script again with the hyperparameters and seed of one of its
-logs, and says whether the final val loss agrees (see RERUN_SIGMAS).
+--table rewrites the records table in the README; --plot redraws records/<track>.png and every
+experiment's compare.png from the logs (tools/plots.py). --rerun runs a CPU record's frozen script
+again with the hyperparameters and seed of one of its logs, and says whether the final val loss
+agrees (see RERUN_SIGMAS).
 """
 import argparse
 import math
@@ -30,7 +32,8 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forks  # noqa: E402
-from runlog import LogError, read_log, read_text, save_png, split_log, stats_of, summary, y_range  # noqa: E402
+import plots  # noqa: E402
+from runlog import LogError, read_log, read_text, split_log, stats_of, summary  # noqa: E402
 
 # Target val loss per track. A record named *_Baseline defines its track's target; every other
 # record claims it. None = not fixed yet: such records can only have their logs verified.
@@ -223,10 +226,11 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
                 baseline=baseline, retired=retired, target=target, ok=not reasons, reasons=reasons, note=note)
 
 
-def check_experiment(edir):
+def check_experiment(edir, plot=False):
     """An experiment folder from tools/compare.py --freeze (see tools/forks.py): each arm's logs parse
     and embed one source, which its fork.diff (if any) rebuilds and its arms.tsv SCRIPT stands for,
-    and README.md holds the table recomputed from them. Returns (name, reasons)."""
+    and README.md holds the table recomputed from them. With plot, redraws its compare.png from the
+    logs if they pass. Returns (name, reasons)."""
     name = os.path.basename(os.path.normpath(edir))
     root = os.path.dirname(os.path.dirname(os.path.abspath(edir)))
     try:
@@ -260,6 +264,8 @@ def check_experiment(edir):
         return name, reasons + ["missing or unreadable README.md"]
     if not reasons and summary(arms, results) not in readme:
         reasons.append("README.md does not hold the table recomputed from the logs")
+    if plot and not reasons:
+        plots.comparison(arms, results, os.path.join(edir, "compare.png"))
     return name, reasons
 
 
@@ -367,37 +373,6 @@ def write_table(readme, text):
     return None
 
 
-def plot(results, targets, records_dir):
-    """records/<track>.png: val loss against training time on a log axis, so that a 1-minute and a
-    12-minute record both read; one line per run, one colour per record (dashed: the previous
-    script's runs beside it), the y axis on the later halves of the runs, the target as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    for track in sorted({r["track"] for r in results if r["runs"] and not r["retired"]}):
-        rows = [r for r in results if r["track"] == track and r["runs"] and not r["retired"]]
-        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-        drawn = []
-        for k, r in enumerate(rows):
-            for style, label, runs in (("o-", r["name"], r["runs"]), ("o--", f"{r['name']}: previous, beside it", r["previous"])):
-                for j, run in enumerate(runs):
-                    # Step 0 is the untrained model (~10.8 for every run); it would only squash the axis.
-                    val = [(t / 1000, y) for step, y, t in run["vals"] if step > 0]
-                    later = [y for step, y, _ in run["vals"] if step > run["total"] / 2]
-                    ax.plot(*zip(*val), style, color=f"C{k % 10}", lw=1, ms=3, label=label if j == 0 else None)
-                    drawn.append(([], val, later))
-        if targets.get(track) is not None:
-            ax.axhline(targets[track], color="k", ls=":", lw=1, label=f"target {targets[track]}")
-        ax.set_xscale("log")
-        ax.set_ylim(*y_range(drawn))
-        ax.set(xlabel="training time (s, log scale)", ylabel="val loss", title=track)
-        ax.grid(alpha=0.3, which="both")
-        fig.subplots_adjust(bottom=0.26)
-        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
-        save_png(fig, os.path.join(records_dir, f"{track}.png"))
-        plt.close(fig)
-
-
 def parse_targets(overrides):
     """TARGETS with --target TRACK=VALUE overrides (VALUE 'none' unsets); raises ValueError."""
     targets = dict(TARGETS)
@@ -464,7 +439,7 @@ def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", action="store_true", help="rewrite the records table in the README")
-    ap.add_argument("--plot", action="store_true", help="draw records/<track>.png")
+    ap.add_argument("--plot", action="store_true", help="draw records/<track>.png and every experiment's compare.png")
     ap.add_argument("--records", default=os.path.join(repo, "records"), help="records folder (default: records/)")
     ap.add_argument("--experiments", help="experiment folders to verify (default: experiments/ next to the records folder)")
     ap.add_argument("--extract", metavar="PATH", help="print the source a log embeds, or the one an arm folder "
@@ -503,11 +478,11 @@ def main(argv=None):
     if os.path.isdir(experiments):
         for name in sorted(os.listdir(experiments)):
             if os.path.isdir(os.path.join(experiments, name)) and not name.startswith("."):
-                name, reasons = check_experiment(os.path.join(experiments, name))
+                name, reasons = check_experiment(os.path.join(experiments, name), args.plot)
                 experiments_ok &= not reasons
                 print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
     if args.plot:
-        plot(results, targets, records)
+        plots.records(results, targets, records)
     if args.table:
         # Link a track's plot only if it exists (just drawn or from an earlier --plot).
         with_plot = {t for t in set(targets) | {r["track"] for r in results}

@@ -29,7 +29,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forks  # noqa: E402
-from runlog import curves, read_log, save_png, summary, y_range  # noqa: E402
+import plots  # noqa: E402
+from runlog import read_log, summary  # noqa: E402
 
 
 def parse_arm(text, workdir="."):
@@ -81,30 +82,6 @@ def run_once(words, seed, workdir):
     return (log if proc.wait() == 0 else None), proc.returncode
 
 
-def plot(arms, results, path):
-    """Loss against training time, one colour per arm: its runs' mean train loss, smoothed (a line),
-    and each run's evaluations (dots); the y axis on where the arms differ (see runlog.curves)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    colors = [f"C{k}" for k in range(10)] if len(arms) <= 10 else [plt.cm.tab20(k % 20) for k in range(len(arms))]
-    drawn = []
-    for k, (name, _) in enumerate(arms):
-        if results.get(name):
-            train, val, later = curves(results[name])
-            ax.plot(*zip(*train), color=colors[k], lw=1.5, label=name)
-            ax.plot(*zip(*val), "o", color=colors[k], ms=4)
-            drawn.append((train, val, later))
-    ax.set_ylim(*y_range(drawn))
-    ax.set(xlabel="training time (s)", ylabel="loss (lines: train, smoothed; dots: val)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.subplots_adjust(left=0.08, right=0.78)
-    save_png(fig, path)
-    plt.close(fig)
-
-
 def freeze(folder, arms, results, table, base, workdir="."):
     """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
@@ -133,7 +110,7 @@ def freeze(folder, arms, results, table, base, workdir="."):
         lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")
     with open(os.path.join(folder, "arms.tsv"), "w") as f:
         f.writelines(lines)
-    plot(arms, results, os.path.join(folder, "compare.png"))
+    plots.comparison(arms, results, os.path.join(folder, "compare.png"))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
                 f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv; "
@@ -197,7 +174,7 @@ def main(argv=None):
     table = summary(arms, results)
     print(table)
     if any(results.values()):
-        plot(arms, results, os.path.join(args.out, "compare.png"))
+        plots.comparison(arms, results, os.path.join(args.out, "compare.png"))
         if args.freeze:
             try:
                 freeze(args.freeze, arms, results, table, base, args.workdir)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Verify every record and experiment from its logs, and optionally redraw the README table and the plots.
+"""Verify records and experiments from their logs; optionally redraw the README table and plots.
 
     python tools/check.py [--table] [--plot] [--records DIR] [--readme PATH] [--target TRACK=VALUE]
     python tools/check.py --rerun records/<track>/<record> [--log UUID.txt]

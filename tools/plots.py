@@ -36,9 +36,10 @@ def curves(runs):
 def y_range(drawn):
     """The y limits for curves() of several runs: from the lowest loss drawn to the highest of the
     runs' later halves, 5% margin."""
-    lo = min(y for train, val, _ in drawn for _, y in train + val)
-    hi = max(y for _, _, later in drawn for y in later)
-    return lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+    lows = [y for train, val, _ in drawn for _, y in train + val]
+    lo, hi = min(lows), max([y for _, _, later in drawn for y in later] or lows)
+    pad = 0.05 * (hi - lo) or 0.05
+    return lo - pad, hi + pad
 
 
 def save_png(fig, path):

@@ -60,7 +60,9 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
 
 def test_bad_arms_and_failed_runs(tmp_path):
     p = compare(tmp_path, "--arm", "nameless")
-    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT.py [--name=value ...]"
+    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT [--name=value ...]"
+    p = compare(tmp_path, "--arm", "a=notes.txt")
+    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'a=notes.txt': SCRIPT is neither a .py file nor an arm folder"
     failing = tmp_path / "fails.py"
     failing.write_text("import sys\nfor i in range(7):\n    print(f'line {i}')\nsys.exit(3)\n")
     p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}",
@@ -78,8 +80,11 @@ def test_bad_arms_and_failed_runs(tmp_path):
 def test_an_arm_whose_script_is_not_a_file_is_refused_before_any_run(tmp_path, script):
     (tmp_path / "folder.py").mkdir()
     p = compare(tmp_path, "--arm", f"base={FAKE}", "--arm", f"fork={script} --loss=3.9")
-    assert p.returncode == 2
-    assert p.stderr == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
+    if script == "missing.py":
+        assert p.stderr == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+    else:  # a folder is an arm folder, or nothing: it has no fork.diff
+        assert p.stderr.startswith(f"error: --arm 'fork={script} --loss=3.9': ") and "no fork.diff" in p.stderr
     assert p.stdout == "" and not (tmp_path / "logs").exists()  # the base arm did not run either
 
 
@@ -128,13 +133,21 @@ def test_freeze_refuses_a_set_with_a_failed_run(tmp_path):
     assert not exp.exists()
 
 
-def test_freeze_keeps_scripts_logs_and_table_and_check_verifies_it(tmp_path):
+def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
+    """--freeze: logs, a fork.diff against the base, the table; the frozen arm folder then runs as a
+    SCRIPT, as its rebuilt source byte for byte (its new log embeds the fork's exact source)."""
+    fork = tmp_path / "fork.py"
+    fork.write_text(FAKE.read_text() + "# the fork\n")
     exp = tmp_path / "experiments" / "2025-01-01_Fake"
-    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE} --loss=4.0", "--arm", f"fork={FAKE} --loss=3.9",
+    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE} --loss=4.0", "--arm", f"fork={fork} --loss=3.9",
                 "--freeze", str(exp))
     assert p.returncode == 0, p.stderr
+    assert (exp / "arms.tsv").read_text() == f"base\t{FAKE} --loss=4.0\nfork\texperiments/2025-01-01_Fake/fork --loss=3.9\n"
+    assert not (exp / "base" / "fork.diff").exists() and not list(exp.rglob("*.py"))
+    assert (exp / "fork" / "fork.diff").read_text() == (f"--- {FAKE}\n+++ experiments/2025-01-01_Fake/fork\n"
+                                                         f"@@ -30,3 +30,4 @@\n" + "".join(
+        f" {line}\n" for line in FAKE.read_text().splitlines()[-3:]) + "+# the fork\n")
     for arm in ("base", "fork"):
-        assert (exp / arm / "train_gpt.py").read_bytes() == FAKE.read_bytes()
         assert len(list((exp / arm).glob("*.txt"))) == 2
     table = p.stdout[p.stdout.index("arm "):p.stdout.index("froze ")].rstrip("\n")
     assert table in (exp / "README.md").read_text() and (exp / "compare.png").exists()
@@ -143,8 +156,28 @@ def test_freeze_keeps_scripts_logs_and_table_and_check_verifies_it(tmp_path):
              "--experiments", str(tmp_path / "experiments")]
     ok = subprocess.run(check, capture_output=True, text=True)
     assert ok.returncode == 0 and "experiments/2025-01-01_Fake  OK" in ok.stdout, ok.stdout + ok.stderr
+
+    again = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "again"), "--arm", "again=experiments/2025-01-01_Fake/fork")
+    assert again.returncode == 0, again.stderr
+    log = tmp_path / again.stdout.split("[again seed 1] val_loss ")[1].splitlines()[0].split()[-1]
+    assert log.read_text().split("=" * 100 + "\n")[1] == fork.read_text()
+
     log = next((exp / "fork").glob("*.txt"))
     log.write_text(log.read_text().replace("val_loss:3.9", "val_loss:3.8"))  # both the step and final lines
     bad = subprocess.run(check, capture_output=True, text=True)
     assert bad.returncode == 1 and "README.md does not hold the table recomputed from the logs" in bad.stdout
     assert compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2  # never overwritten
+
+
+def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
+    """A base that a clone would lack (here a file git ignores) is refused before any run."""
+    fork = REPO / "logs" / "test_compare_untracked.py"  # logs/ is git-ignored
+    fork.parent.mkdir(exist_ok=True)
+    fork.write_text(FAKE.read_text())
+    try:
+        p = compare(tmp_path, "--arm", f"fork={fork}", "--freeze", str(tmp_path / "experiments" / "2025-01-01_X"))
+    finally:
+        fork.unlink()
+    assert p.returncode == 2 and not (tmp_path / "out").exists()
+    assert p.stderr == (f"error: --freeze: the base {fork} is not tracked by git, so a clone would lack it: name the "
+                        f"tracked script it forks, e.g. --base records/<track>/<record>/train_gpt.py\n")

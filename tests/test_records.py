@@ -14,12 +14,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train_gpt.py"
-RULER = "=" * 100
 TRACK = "cpu_shakespeare"
 
 import check  # noqa: E402
+import forks  # noqa: E402
+import runlog  # noqa: E402
 import shards  # noqa: E402
 import submit as submit_mod  # noqa: E402
+from runlog import RULER, read_log, stats_of  # noqa: E402
 
 REAL_RULES = dict(check.RULES)
 
@@ -70,7 +72,7 @@ def tiny_runs(root, seeds, steps):
                "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
                "--device_batch_size=256", "--batch_size=512", f"--num_iterations={steps}",
                "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
-               f"--vocab_size={VOCAB}", "--head_cutoffs=", "--sample_tokens=0", "--dtype=float32",
+               f"--vocab_size={VOCAB}", f"--bos_id={VOCAB - 1}", "--head_cutoffs=", "--sample_tokens=0", "--dtype=float32",
                "--peak_flops=1e10", "--threads=1", "--compile=false"]
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -89,7 +91,8 @@ def source_of(log):
 
 def make_record(records, name, logs, previous=None, track=TRACK):
     """records/<track>/<name>/ with the script taken from the first log, the logs, a README, and
-    previous/ holding the previous script and its logs, if given."""
+    previous/ holding the previous script's logs, if given (logs only: in these tests they embed
+    train_gpt.py, which is the record's own script)."""
     d = records / track / name
     d.mkdir(parents=True)
     (d / "train_gpt.py").write_bytes(source_of(logs[0]))
@@ -98,10 +101,19 @@ def make_record(records, name, logs, previous=None, track=TRACK):
     (d / "README.md").write_text(f"# {name}\n")
     if previous:
         (d / "previous").mkdir()
-        (d / "previous" / "train_gpt.py").write_bytes(source_of(previous[0]))
         for log in previous:
             shutil.copyfile(log, d / "previous" / log.name)
     return d
+
+
+def forked(logs, tmp_path):
+    """The logs, claiming a fork of the script they ran: one line added to their embedded source."""
+    out = []
+    for log in logs:
+        out.append(tmp_path / "forked" / log.name)
+        out[-1].parent.mkdir(exist_ok=True)
+        out[-1].write_text(log.read_text().replace(RULER + "\n", RULER + "\n# the fork\n", 1))
+    return out
 
 
 def run_check(records, *args, target=None):
@@ -123,7 +135,7 @@ def test_runs_differ_and_parse(logs):
     losses = [final_loss(p) for p in logs]
     assert len(set(losses)) == 3, losses  # seeds must give different losses for the t-test
     for p in logs:
-        run = check.read_log(p)
+        run = read_log(p)
         assert run["val_loss"] == final_loss(p) and run["total"] == 10
         assert run["source"].encode() == source_of(p) == TRAIN.read_bytes()
 
@@ -134,26 +146,42 @@ def test_good_record_passes(tmp_path, logs, slow_logs):
     assert code == 0, lines
     [line] = lines
     mean = np.mean([final_loss(p) for p in logs])
-    ratio = np.mean([check.read_log(p)["train_time_ms"] for p in logs]) / np.mean(
-        [check.read_log(p)["train_time_ms"] for p in slow_logs])
+    ratio = np.mean([read_log(p)["train_time_ms"] for p in logs]) / np.mean(
+        [read_log(p)["train_time_ms"] for p in slow_logs])
     assert line.startswith(f"{TRACK}/2025-01-02_Good  n=3  val_loss={mean:.4f}±")
     assert line.endswith(f"OK ({ratio:.3f}x the time of the previous script beside it)")
 
 
 def test_previous_script_rules(tmp_path, logs, slow_logs):
-    """A record needs previous/ (the script it beats, run beside it), must be faster than it, and
-    previous/'s logs must embed previous/train_gpt.py."""
+    """A record needs previous/ (the logs of the script it beats, run beside it) and must be faster
+    than it. previous/ holds logs only where they embed a record's train_gpt.py, and fork.diff (from
+    the nearest record script) where they do not; the checker proves the diff against the logs."""
     make_record(tmp_path / "a", "2025-01-02_Alone", logs)
     make_record(tmp_path / "b", "2025-01-02_Slower", slow_logs, previous=logs)
-    d = make_record(tmp_path / "c", "2025-01-02_Mislabelled", logs, previous=slow_logs)
-    with open(d / "previous" / "train_gpt.py", "a") as f:
-        f.write("# not what ran\n")
+    fork = forked(slow_logs, tmp_path)
+    records = tmp_path / "c" / "records"
+    d = make_record(records, "2025-01-02_NoDiff", logs, previous=fork)
     [alone] = run_check(tmp_path / "a", target=easy_target(logs))[1]
     [slower] = run_check(tmp_path / "b", target=easy_target(logs))[1]
-    [mislabelled] = run_check(tmp_path / "c", target=easy_target(logs))[1]
+    [nodiff] = run_check(records, target=easy_target(logs))[1]
     assert "FAIL: no previous/: the logs of the script it beats" in alone
     assert "FAIL: not faster than the previous script run beside it (" in slower
-    assert f"previous/{slow_logs[0].name}: embedded source differs from train_gpt.py" in mislabelled
+    assert nodiff.endswith("FAIL: previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
+                           "(python tools/forks.py records/cpu_shakespeare/2025-01-02_NoDiff/previous "
+                           "records/<track>/<record>/train_gpt.py)")
+    base = "records/cpu_shakespeare/2025-01-02_NoDiff/train_gpt.py"  # relative to the root, c/
+    forks.write_fork(str(d / "previous"), str(tmp_path / "c"), base, runlog.split_log(fork[0].read_text())[0])
+    assert (d / "previous" / "fork.diff").read_text().startswith(f"--- {base}\n+++ {base[:-len('train_gpt.py')]}previous\n")
+    code, [ok] = run_check(records, target=easy_target(logs))
+    assert code == 0, ok
+    shutil.copyfile(d / "train_gpt.py", d / "previous" / "train_gpt.py")
+    [copy] = run_check(records, target=easy_target(logs))[1]
+    assert "records/cpu_shakespeare/2025-01-02_NoDiff/previous/train_gpt.py: a copy of a script the logs embed" in copy
+    (d / "previous" / "train_gpt.py").unlink()
+    for log in slow_logs:  # the same runs (same names) embedding the record's script: no diff needed
+        shutil.copyfile(log, d / "previous" / log.name)
+    [extra] = run_check(records, target=easy_target(logs))[1]
+    assert "previous/fork.diff: its logs embed 2025-01-02_NoDiff's train_gpt.py: delete the diff" in extra
 
 
 def test_track_rules_refuse_another_val_set_or_track(tmp_path, logs, slow_logs, monkeypatch):
@@ -272,7 +300,7 @@ def test_table_is_deterministic_and_between_markers(tmp_path, logs, slow_logs):
     assert rows[0].startswith("| 2025-01-01 | [Baseline](records/cpu_shakespeare/2025-01-01_Baseline) | 2 |")
     assert rows[1].startswith("| 2025-01-02 | [Faster](records/cpu_shakespeare/2025-01-02_Faster) | 2 |")
     assert rows[0].endswith("| - | - | OK |"), "a Baseline has no previous script"
-    loss, loss_std, secs, secs_std = check.stats_of([check.read_log(p) for p in slow_logs])
+    loss, loss_std, secs, secs_std = stats_of([read_log(p) for p in slow_logs])
     assert f"| n=2: {loss:.4f} ± {loss_std:.4f}, {check.fmt_time(secs, secs_std)} | " in rows[1]
     assert rows[1].endswith("x | OK |")
     assert "### 8xh100_fineweb" in text and "No records yet." in text
@@ -322,7 +350,20 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
     assert out.getvalue().splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3") and "OK" in out.getvalue()
     for log in slow_logs:
         assert (d / "previous" / log.name).read_bytes() == log.read_bytes()
+    assert sorted(os.listdir(d / "previous")) == sorted(log.name for log in slow_logs), "logs only: a record's script"
     assert run_check(records, target=easy_target(logs))[0] == 0
+
+    # previous logs of a script that is no record's: previous/fork.diff from the nearest record script
+    # (in a track of its own: the only record script is the new record's)
+    other_records = tmp_path / "other" / "records"
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        code = submit_mod.main([TRACK, "Forked", *map(str, logs), "--previous", *map(str, forked(slow_logs, tmp_path)),
+                                "--date", "2025-01-06", "--records", str(other_records), target])
+    f = other_records / TRACK / "2025-01-06_Forked" / "previous"
+    assert code == 0 and (f / "fork.diff").read_text().startswith(
+        f"--- records/{TRACK}/2025-01-06_Forked/train_gpt.py\n+++ records/{TRACK}/2025-01-06_Forked/previous\n")
+    assert not list(other_records.rglob("previous/*.py"))
+    assert run_check(other_records, target=easy_target(logs))[0] == 0
 
     before = sorted(os.listdir(d))
     code, err = refused(records, TRACK, "Tiny", *logs, "--date", "2025-01-05", target)
@@ -388,7 +429,7 @@ def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(tm
     else:
         assert err.startswith(f"refused: {TRACK}/2025-01-05_Tiny would fail the check: ")
         assert ("above target 1.0" if case == "above target" else
-                "previous/train_gpt.py is not the script of the record before it (2025-01-02_Faster)") in err
+                "previous/: its logs do not embed the script of the record before it (2025-01-02_Faster)") in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 

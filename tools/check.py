@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Verify every record from its logs, and optionally redraw the README table and the plots.
+"""Verify records and experiments from their logs; optionally redraw the README table and plots.
 
     python tools/check.py [--table] [--plot] [--records DIR] [--readme PATH] [--target TRACK=VALUE]
     python tools/check.py --rerun records/<track>/<record> [--log UUID.txt]
+    python tools/check.py --extract PATH    # the source a log embeds, or an arm folder stands for
 
 A record is records/<track>/<YYYY-MM-DD>_<Name>/ holding the frozen train_gpt.py, the unedited
 logs (<uuid>.txt) of every run of the claim, README.md, and (every record but a Baseline)
-previous/: the script it claims to beat, previous/train_gpt.py, with the logs of that script run
-beside it on the same machine. All numbers come from the step lines of the logs, never from a
-README. Prints one line per record; exits 1 if any record fails. Records whose target was retired
-stay readable under records/<track>/retired/ and are checked against the target they were made for.
+previous/: the logs of the script it claims to beat, run beside it on the same machine. That script
+is a record's train_gpt.py, or a fork of one stored as previous/fork.diff (see tools/forks.py). All
+numbers come from the step lines of the logs, never from a README. Prints one line per record and
+per experiment folder (experiments/, see tools/forks.py); exits 1 if any fails. Records whose target
+was retired stay readable under records/<track>/retired/ and are checked against the target they
+were made for.
 
---rerun runs a CPU record's frozen script again with the hyperparameters and seed of one of its
-logs, and says whether the final val loss agrees (see RERUN_SIGMAS).
+--table rewrites the records table in the README; --plot redraws records/<track>.png and every
+experiment's compare.png from the logs (tools/plots.py). --rerun runs a CPU record's frozen script
+again with the hyperparameters and seed of one of its logs, and says whether the final val loss
+agrees (see RERUN_SIGMAS).
 """
 import argparse
 import math
@@ -24,6 +29,11 @@ import warnings
 
 import numpy as np
 from scipy import stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import forks  # noqa: E402
+import plots  # noqa: E402
+from runlog import LogError, read_log, read_text, split_log, stats_of, summary  # noqa: E402
 
 # Target val loss per track. A record named *_Baseline defines its track's target; every other
 # record claims it. None = not fixed yet: such records can only have their logs verified.
@@ -50,103 +60,8 @@ RULES = {
 # ModernGPT record, 0.7 of its std of 0.0202), so the bound is the spread of the runs themselves.
 RERUN_SIGMAS = 3.0
 
-RULER = "=" * 100
-# The step-line format; the tests read step lines through this module too.
-STEP_RE = re.compile(r"step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
-                     r"train_time:(\d+)ms step_avg:(\S+)ms")
-HPARAMS_RE = re.compile(r"^hparams: (.*)$", re.M)
-VAL_COUNT_RE = re.compile(r" val_tokens:(\d+)")
-FINAL_RE = re.compile(r"final_val_loss:(\S+) train_time:(\d+)ms")
 RECORD_RE = re.compile(r"(\d{4}-\d{2}-\d{2})_(\S+)")
 BEGIN, END = "<!-- records:begin -->", "<!-- records:end -->"
-
-
-class LogError(ValueError):
-    """A log that cannot be trusted; the message is one line."""
-
-
-def read_text(path):
-    # newline="" keeps \r\n etc. as they are, so "byte for byte" comparisons stay exact.
-    with open(path, encoding="utf-8", newline="") as f:
-        return f.read()
-
-
-def _decimals(s):
-    return len(s.split(".")[1]) if "." in s else 0
-
-
-def parse_log(text):
-    """Parse one log. Returns a dict: source, env, steps (tuple of the step lines), vals (list of
-    (step, val_loss, train_time_ms)), total, val_loss and train_time_ms (of the final val line).
-    Raises LogError for anything malformed, unfinished or inconsistent."""
-    parts = text.split(RULER + "\n", 3)
-    if len(parts) < 4 or parts[0]:
-        raise LogError("not a log: expected a ruler line, the source, a ruler, the environment, a ruler")
-    _, source, env, body = parts
-    steps, vals, final = [], [], None
-    prev = {"step": -1, "time": -1, "train": -1, "val": -1}
-    total = None
-    for line in body.split("\n"):
-        m = STEP_RE.fullmatch(line)
-        if m is None:
-            # Anything else may be free text (warnings, a sample), but not a near-miss step line:
-            # that would let an edited line silently drop out of the checks.
-            if line.startswith("step:"):
-                raise LogError(f"malformed step line {line[:60]!r}")
-            f = FINAL_RE.fullmatch(line)
-            if f:
-                final = f
-                break  # what follows (a generated sample) is free text, even if it looks like a step line
-            if line.startswith("final_val_loss:"):
-                raise LogError(f"malformed final line {line[:60]!r}")
-            continue
-        step, n, time_ms = int(m[1]), int(m[2]), int(m[7])
-        kind = "val" if m[3] is not None else "train"
-        if total is None:
-            total = n
-        if n != total or step > total:
-            raise LogError(f"step line {step}/{n} disagrees with total {total}")
-        # A train and a val line may share a step; otherwise steps only go up.
-        if step < prev["step"] or step <= prev[kind]:
-            raise LogError(f"step numbers do not increase at step {step}")
-        if time_ms < prev["time"]:
-            raise LogError(f"train_time decreases at step {step}")
-        prev.update(step=step, time=time_ms)
-        prev[kind] = step
-        steps.append(line)
-        if kind == "val":
-            try:
-                vals.append((step, float(m[3]), time_ms, m[3]))
-            except ValueError:
-                raise LogError(f"bad val_loss {m[3]!r} at step {step}") from None
-    if not steps:
-        raise LogError("no step lines")
-    if not vals or vals[-1][0] != total:
-        last = vals[-1][0] if vals else None
-        raise LogError(f"unfinished run: last val_loss at step {last}, not {total}")
-    if final is None:
-        raise LogError("no final_val_loss line")
-    step, loss, time_ms, loss_str = vals[-1]
-    if not math.isfinite(loss):
-        raise LogError(f"final val_loss is {loss_str}")
-    # The summary must say what the step line says, up to the coarser of the two printed precisions.
-    claimed = final[1]
-    try:
-        ok = abs(float(claimed) - loss) <= 0.5 * 10 ** -min(_decimals(claimed), _decimals(loss_str)) + 1e-12
-    except ValueError:
-        ok = False
-    if not ok:
-        raise LogError(f"final_val_loss:{claimed} disagrees with step {total} val_loss:{loss_str}")
-    if int(final[2]) != time_ms:
-        raise LogError(f"final train_time {final[2]}ms disagrees with step {total} ({time_ms}ms)")
-    hp = HPARAMS_RE.search(env)
-    count = VAL_COUNT_RE.search(env)
-    if hp is None or count is None:
-        raise LogError("no hparams: line or no val_tokens: count in the environment")
-    hparams = dict(kv.split("=", 1) for kv in hp[1].split(" ") if "=" in kv)
-    return {"source": source, "env": env, "steps": tuple(steps), "total": total, "hparams": hparams,
-            "val_predictions": int(count[1]), "vals": [v[:3] for v in vals], "val_loss": loss,
-            "train_time_ms": time_ms}
 
 
 def rule_breaks(run, rules):
@@ -156,22 +71,6 @@ def rule_breaks(run, rules):
     if run["val_predictions"] != rules["val_predictions"]:
         out.append(f"{run['val_predictions']} val predictions (the track's is {rules['val_predictions']})")
     return out
-
-
-def read_log(path):
-    """parse_log of a file; unreadable files raise LogError too."""
-    try:
-        return parse_log(read_text(path))
-    except (OSError, UnicodeDecodeError) as e:
-        raise LogError(f"unreadable ({e.__class__.__name__})") from None
-
-
-def stats_of(runs):
-    """(mean, std) of the final val loss and of the training seconds over runs; nan where undefined."""
-    losses, times = [r["val_loss"] for r in runs], [r["train_time_ms"] / 1000 for r in runs]
-    mean = lambda xs: float(np.mean(xs)) if xs else math.nan
-    std = lambda xs: float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan
-    return mean(losses), std(losses), mean(times), std(times)
 
 
 def summarize(runs, target, claims):
@@ -230,19 +129,68 @@ def read_script(path, reasons, prefix=""):
         return None
 
 
-def check_previous(rdir, rules, before, reasons):
-    """The previous/ folder of a record: the script it beats and that script's runs beside it. If the
-    record before it in the track is not a Baseline, previous/ must hold that record's exact script.
-    Returns the previous runs."""
+def one_source(folder, root, runs):
+    """The one source the runs of folder (an arm, or a record's previous/) embed (None if none), and
+    what is wrong: two sources, or a .py copy beside the logs. Returns (source, reasons)."""
+    name = forks.name_in(folder, root)
+    reasons = [f"{name}/{f}: a copy of a script the logs embed already: delete it"
+               for f in sorted(os.listdir(folder)) if f.endswith(".py")]
+    first = {}
+    for r in runs:
+        first.setdefault(r["source"], r["file"])
+    if len(first) > 1:
+        a, b = list(first.values())[:2]
+        return None, reasons + [f"{name}/{b} embeds another source than {a}: one script per folder, "
+                                f"move each script's logs to a folder of its own"]
+    return next(iter(first), None), reasons
+
+
+def check_diff(folder, root, new):
+    """What is wrong with folder/fork.diff as the store of new, the source its logs embed: a base
+    that is missing, a diff that does not rebuild new from it, or one that is not byte for byte the
+    diff recomputed from the logs. Returns the reasons (none if it holds)."""
+    name = forks.name_in(folder, root)
+    fix = f"(python tools/forks.py {name} BASE rewrites it from the logs)"
+    try:
+        diff = read_text(os.path.join(folder, forks.DIFF))
+        base = forks.base_of(diff, f"{name}/{forks.DIFF}")
+        rebuilt = forks.source(name, root)
+    except forks.ForkError as e:
+        return [f"{e} {fix}"]
+    if rebuilt != new:
+        return [f"{name}/{forks.DIFF}: applied to {base}, it does not give the source the logs embed {fix}"]
+    if diff != forks.make_diff(forks.source(base, root), new, base, name):
+        return [f"{name}/{forks.DIFF}: not the diff recomputed from the logs {fix}"]
+    return []
+
+
+def check_previous(rdir, track, rules, before, reasons):
+    """The previous/ folder of a record: the logs of the script it beats, run beside it. That script
+    is a record's train_gpt.py (logs only) or a fork of one (previous/fork.diff); if the record before
+    it in the track is not a Baseline, it is that record's. Returns the previous runs."""
     pdir = os.path.join(rdir, "previous")
     if not os.path.isdir(pdir):
         reasons.append("no previous/: the logs of the script it beats, run beside it on the same machine")
         return []
-    script = read_script(os.path.join(pdir, "train_gpt.py"), reasons, "previous/")
-    if before is not None and not before["baseline"] and script is not None \
-            and script != read_script(os.path.join(before["dir"], "train_gpt.py"), []):
-        reasons.append(f"previous/train_gpt.py is not the script of the record before it ({before['name']})")
-    return read_runs(pdir, script, rules, reasons, "previous/")
+    runs = read_runs(pdir, None, rules, reasons, "previous/")
+    root = forks.root_of(pdir)
+    new, more = one_source(pdir, root, runs)
+    reasons += more
+    if new is None:
+        return runs
+    records = os.path.dirname(os.path.dirname(os.path.abspath(rdir)))
+    same = [os.path.basename(d) for t, d, _ in find_records(records)
+            if t == track and read_script(os.path.join(d, "train_gpt.py"), []) == new]
+    if os.path.isfile(os.path.join(pdir, forks.DIFF)):
+        reasons += [f"previous/{forks.DIFF}: its logs embed {same[0]}'s train_gpt.py: delete the diff"] if same \
+            else check_diff(pdir, root, new)
+    elif not same:
+        reasons.append(f"previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
+                       f"(python tools/forks.py {forks.name_in(pdir, root)} records/<track>/<record>/train_gpt.py)")
+    if before is not None and not before["baseline"] \
+            and new != read_script(os.path.join(before["dir"], "train_gpt.py"), []):
+        reasons.append(f"previous/: its logs do not embed the script of the record before it ({before['name']})")
+    return runs
 
 
 def check_record(rdir, track, targets, rules=None, before=None, retired=False):
@@ -266,7 +214,7 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
     reasons += s.pop("reasons")
     previous, ratio = [], None
     if not baseline and not retired:
-        previous = check_previous(rdir, rules, before, reasons)
+        previous = check_previous(rdir, track, rules, before, reasons)
         if previous and runs:
             ratio = s["time_mean"] / stats_of(previous)[2]
             if ratio >= 1:
@@ -278,28 +226,47 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
                 baseline=baseline, retired=retired, target=target, ok=not reasons, reasons=reasons, note=note)
 
 
-def check_experiment(edir):
-    """An experiment folder from tools/compare.py --freeze: each arm's logs parse and embed that arm's
-    train_gpt.py, and README.md holds the table recomputed from them. Returns (name, reasons)."""
-    import compare  # it imports this module; imported here, when needed
-    reasons, results = [], {}
+def check_experiment(edir, plot=False):
+    """An experiment folder from tools/compare.py --freeze (see tools/forks.py): each arm's logs parse
+    and embed one source, which its fork.diff (if any) rebuilds and its arms.tsv SCRIPT stands for,
+    and README.md holds the table recomputed from them. With plot, redraws its compare.png from the
+    logs if they pass. Returns (name, reasons)."""
+    name = os.path.basename(os.path.normpath(edir))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(edir)))
     try:
-        with open(os.path.join(edir, "arms.tsv")) as f:
-            arms = [tuple(line.rstrip("\n").split("\t", 1)) for line in f if line.strip()]
+        arms = forks.read_arms(edir)
+    except forks.ForkError as e:
+        return name, [str(e)]
+    reasons, results = [], {}
+    for arm, words in arms:
+        adir = os.path.join(edir, arm)
+        if not os.path.isdir(adir):
+            reasons.append(f"{arm}/: no such folder (arms.tsv names it)")
+            continue
+        results[arm] = read_runs(adir, None, None, reasons, f"{arm}/")
+        new, more = one_source(adir, root, results[arm])
+        if new is not None and os.path.isfile(os.path.join(adir, forks.DIFF)):
+            more += check_diff(adir, root, new)
+        reasons += more
+        if new is None or more:
+            continue
+        try:
+            same = forks.source(words[0], root) == new
+        except forks.ForkError as e:
+            reasons.append(f"arms.tsv: {arm}: {e}")
+            continue
+        if not same:
+            reasons.append(f"arms.tsv: {arm}: {words[0]} is not the source its logs embed (name the script "
+                           f"they ran, or the arm's folder with a {forks.DIFF} from it)")
+    try:
         readme = read_text(os.path.join(edir, "README.md"))
     except (OSError, UnicodeDecodeError):
-        return os.path.basename(edir), ["missing arms.tsv or README.md"]
-    for arm, _ in arms:
-        adir = os.path.join(edir, arm)
-        script = read_script(os.path.join(adir, "train_gpt.py"), reasons, f"{arm}/")
-        read_runs(adir, script, None, reasons, f"{arm}/")
-        try:
-            results[arm] = [compare.load(os.path.join(adir, f)) for f in sorted(os.listdir(adir)) if f.endswith(".txt")]
-        except LogError:
-            continue  # read_runs said why
-    if not reasons and compare.summary(arms, results) not in readme:
+        return name, reasons + ["missing or unreadable README.md"]
+    if not reasons and summary(arms, results) not in readme:
         reasons.append("README.md does not hold the table recomputed from the logs")
-    return os.path.basename(os.path.normpath(edir)), reasons
+    if plot and not reasons:
+        plots.comparison(arms, results, os.path.join(edir, "compare.png"))
+    return name, reasons
 
 
 def find_records(records_dir):
@@ -406,34 +373,6 @@ def write_table(readme, text):
     return None
 
 
-def plot(results, targets, records_dir):
-    """records/<track>.png: val loss against training time, one thin line per run, one colour per
-    record (dashed: the previous script's runs beside it), the target as a horizontal line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    for track in sorted({r["track"] for r in results if r["runs"] and not r["retired"]}):
-        rows = [r for r in results if r["track"] == track and r["runs"] and not r["retired"]]
-        longest = max(run["train_time_ms"] for r in rows for run in r["runs"] + r["previous"]) / 1000
-        unit, div = ("s", 1) if longest < 300 else ("min", 60)
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for k, r in enumerate(rows):
-            for style, label, runs in (("-", r["name"], r["runs"]), ("--", f"{r['name']}: previous, beside it", r["previous"])):
-                for j, run in enumerate(runs):
-                    # Step 0 is the untrained model (~10.8 for every run); it would only squash the axis.
-                    pts = [(t / 1000 / div, loss) for step, loss, t in run["vals"] if step > 0]
-                    ax.plot([x for x, _ in pts], [y for _, y in pts], style, color=f"C{k % 10}", lw=0.8,
-                            alpha=0.8, label=label if j == 0 else None)
-        if targets.get(track) is not None:
-            ax.axhline(targets[track], color="k", ls="--", lw=1, label=f"target {targets[track]}")
-        ax.set(xlabel=f"training time ({unit})", ylabel="val loss", title=track)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        # No "Software" metadata: the PNG bytes then depend only on the data.
-        fig.savefig(os.path.join(records_dir, f"{track}.png"), dpi=100, metadata={"Software": None})
-        plt.close(fig)
-
-
 def parse_targets(overrides):
     """TARGETS with --target TRACK=VALUE overrides (VALUE 'none' unsets); raises ValueError."""
     targets = dict(TARGETS)
@@ -481,13 +420,34 @@ def rerun(rdir, log_name, workdir):
     return 0 if agrees else 1
 
 
+def extract(path):
+    """Print the source a log embeds, or the one an arm folder (or a record's previous/) stands for."""
+    try:
+        if os.path.isdir(path):
+            root = forks.root_of(path)
+            source = forks.source(forks.name_in(path, root), root)
+        else:
+            source = split_log(read_text(path))[0]
+    except (forks.ForkError, LogError) as e:
+        print(f"error: --extract {path}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError):
+        print(f"error: --extract {path}: no such log or folder, or unreadable", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stdout.buffer.write(source.encode("utf-8"))
+    return 0
+
+
 def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", action="store_true", help="rewrite the records table in the README")
-    ap.add_argument("--plot", action="store_true", help="draw records/<track>.png")
+    ap.add_argument("--plot", action="store_true", help="draw records/<track>.png and every experiment's compare.png")
     ap.add_argument("--records", default=os.path.join(repo, "records"), help="records folder (default: records/)")
     ap.add_argument("--experiments", help="experiment folders to verify (default: experiments/ next to the records folder)")
+    ap.add_argument("--extract", metavar="PATH", help="print the source a log embeds, or the one an arm folder "
+                    "stands for (rebuilt from its base and fork.diff), byte for byte")
     ap.add_argument("--rerun", metavar="RECORD_DIR", help="rerun this record with a logged seed, compare its loss")
     ap.add_argument("--log", help="with --rerun: which log to reproduce (default: the first)")
     ap.add_argument("--workdir", default=repo, help="with --rerun: where to run it (default: the repository)")
@@ -499,6 +459,8 @@ def main(argv=None):
         targets = parse_targets(args.target)
     except ValueError as e:
         ap.error(str(e))
+    if args.extract:
+        return extract(args.extract)
     if args.rerun:
         if not os.path.isdir(args.rerun):
             print(f"error: --rerun {args.rerun}: no such record folder", file=sys.stderr)
@@ -520,11 +482,11 @@ def main(argv=None):
     if os.path.isdir(experiments):
         for name in sorted(os.listdir(experiments)):
             if os.path.isdir(os.path.join(experiments, name)) and not name.startswith("."):
-                name, reasons = check_experiment(os.path.join(experiments, name))
+                name, reasons = check_experiment(os.path.join(experiments, name), args.plot)
                 experiments_ok &= not reasons
                 print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
     if args.plot:
-        plot(results, targets, records)
+        plots.records(results, targets, records)
     if args.table:
         # Link a track's plot only if it exists (just drawn or from an earlier --plot).
         with_plot = {t for t in set(targets) | {r["track"] for r in results}

@@ -4,53 +4,77 @@
     python tools/compare.py -n 3 --arm "base=train_gpt.py --track=cpu_shakespeare" \
                                  --arm "fork=my_fork.py --track=cpu_shakespeare" [--out logs/compare]
 
-Each --arm is NAME=SCRIPT [--name=value ...]; the same script with other settings is an arm too (a
-sweep). Round i runs every arm once, in order (A, B, A, B, ...: never two at once, so the machine's
-drift hits all arms alike), each with --seed=SEED+i, the same seeds for every arm. A line is printed
-per finished run and appended to OUT/runs.tsv, so Ctrl-C keeps every finished run (the running one
-gets SIGINT, so its log says where it stopped; exit 130). A failed run prints its last 5 output
-lines (exit 1). At the end (or on Ctrl-C) it prints, per arm: final val loss and training time
-(mean ± std), tokens/s, peak memory, and Welch's t-test p-value against the first arm for loss and
-for time; and draws OUT/compare.png.
+Each --arm is NAME=SCRIPT [--name=value ...]; SCRIPT is a script, or an arm folder of an experiment
+(see tools/forks.py), which runs as its source rebuilt byte for byte into logs/forks/<sha256>.py.
+The same script with other settings is an arm too (a sweep). Round i runs every arm once, in order
+(A, B, A, B, ...: never two at once, so the machine's drift hits all arms alike), each with
+--seed=SEED+i, the same seeds for every arm. A line is printed per finished run and appended to
+OUT/runs.tsv, so Ctrl-C keeps every finished run (the running one gets SIGINT, so its log says where
+it stopped; exit 130). A failed run prints its last 5 output lines (exit 1). At the end (or on
+Ctrl-C) it prints, per arm: final val loss and training time (mean ± std), tokens/s, peak memory,
+and Welch's t-test p-value against the first arm for loss and for time; and draws OUT/compare.png.
 
---freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's script (taken from its first
-log, so it is exactly what ran) and unedited logs in <arm>/, arms.tsv, the table in README.md (to
-be completed with what was changed and why) and the plot. tools/check.py verifies such a folder.
-A set that was interrupted or had a failed run is not frozen.
+--freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's unedited logs in <arm>/ and,
+where the source they embed is not the base's (the first arm's SCRIPT, or --base PATH: a tracked
+script or an arm folder), <arm>/fork.diff from it; arms.tsv with the SCRIPT that reruns each arm
+(the base, or the arm's folder); the table in README.md (to be completed with what was changed and
+why) and the plot. tools/check.py verifies such a folder. A set that was interrupted or had a
+failed run is not frozen.
 """
 import argparse
 import collections
-import math
+import hashlib
 import os
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 
-import numpy as np
-from scipy import stats
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import check  # noqa: E402
+import forks  # noqa: E402
+import plots  # noqa: E402
+from runlog import LogError, read_log, summary  # noqa: E402
 
-END_RE = re.compile(r"^peak_memory:(\d+)MiB tokens_seen:\d+ tokens_per_s:(\d+)", re.M)
 
-
-def parse_arm(text):
+def parse_arm(text, workdir="."):
+    """NAME=SCRIPT [--name=value ...] as (name, words); SCRIPT (relative to workdir) is a script or
+    an arm folder whose source can be rebuilt."""
     name, sep, command = text.partition("=")
     words = shlex.split(command)
-    if not sep or not name or not words or not words[0].endswith(".py"):
-        raise ValueError(f"--arm {text!r}: expected NAME=SCRIPT.py [--name=value ...]")
+    if not sep or not name or not words:
+        raise ValueError(f"--arm {text!r}: expected NAME=SCRIPT [--name=value ...]")
+    path = os.path.join(workdir, words[0])
+    if os.path.isdir(path):
+        try:
+            forks.source(forks.name_in(path, forks.root_of(path)), forks.root_of(path))
+        except forks.ForkError as e:
+            raise ValueError(f"--arm {text!r}: {e}") from None
+    elif not words[0].endswith(".py"):
+        raise ValueError(f"--arm {text!r}: SCRIPT is neither a .py file nor an arm folder")
     return name, words
+
+
+def runnable(words, workdir):
+    """words with an arm folder replaced by its rebuilt source, written byte for byte to
+    logs/forks/<sha256>.py (the script embeds its own file in its log)."""
+    path = os.path.join(workdir, words[0])
+    if not os.path.isdir(path):
+        return words
+    root = forks.root_of(path)
+    source = forks.source(forks.name_in(path, root), root).encode("utf-8")
+    script = os.path.join("logs", "forks", hashlib.sha256(source).hexdigest()[:16] + ".py")
+    os.makedirs(os.path.join(workdir, "logs", "forks"), exist_ok=True)
+    with open(os.path.join(workdir, script), "wb") as f:
+        f.write(source)
+    return [script, *words[1:]]
 
 
 def run_once(words, seed, workdir, tail_lines=5):
     """Runs one training; returns the path of its log (None if it failed), its exit code and its last
     output lines. Ctrl-C stops the child as a terminal's would, with SIGINT, so it logs where it
     stopped; one that has not exited after 30 s (or a second Ctrl-C) is killed."""
-    cmd = [sys.executable, *words, f"--seed={seed}"]
+    cmd = [sys.executable, *runnable(words, workdir), f"--seed={seed}"]
     log, tail = None, collections.deque(maxlen=tail_lines)
     # In its own process group, so a terminal's Ctrl-C reaches the child once, from here, not twice.
     proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -71,72 +95,45 @@ def run_once(words, seed, workdir, tail_lines=5):
     return (log if proc.wait() == 0 else None), proc.returncode, list(tail)
 
 
-def summary(arms, results):
-    """One line per arm: mean ± std of loss and time, tokens/s, memory, Welch p against the first arm."""
-    lines = [f"{'arm':<16} {'n':>2}  {'val loss':<17} {'p(loss)':>8}  {'time (s)':<15} {'p(time)':>8}  "
-             f"{'tokens/s':>9}  {'peak MiB':>8}"]
-    base = results.get(arms[0][0], [])
+def freeze(folder, arms, results, table, base, workdir="."):
+    """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
+    script that reruns each arm: base if its logs embed base's source, else the folder of the first
+    arm with that source, which holds fork.diff from base's; README.md with the table; compare.png.
+    base and the arms' scripts are relative to workdir. Raises ForkError, writing nothing, if the
+    runs of an arm embed different sources."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
+    base = forks.name_in(os.path.join(workdir, base), root)
     for name, _ in arms:
-        runs = results.get(name, [])
-        if not runs:
-            lines.append(f"{name:<16} {0:>2}  no finished runs")
-            continue
-        loss, loss_std, secs, secs_std = check.stats_of(runs)
-        p_loss = p_time = "-"
-        if name != arms[0][0] and len(runs) > 1 and len(base) > 1:
-            welch = lambda key: stats.ttest_ind([r[key] for r in runs], [r[key] for r in base], equal_var=False).pvalue
-            p_loss, p_time = f"{welch('val_loss'):.2g}", f"{welch('train_time_ms'):.2g}"
-        std = lambda x, spec: "-" if math.isnan(x) else format(x, spec)
-        lines.append(f"{name:<16} {len(runs):>2}  {loss:.4f} ± {std(loss_std, '.4f'):<8} {p_loss:>8}  "
-                     f"{secs:7.1f} ± {std(secs_std, '.1f'):<5} {p_time:>8}  "
-                     f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}")
-    return "\n".join(lines)
-
-
-def plot(arms, results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = [f"C{k}" for k in range(10)] if len(arms) <= 10 else [plt.cm.tab20(k % 20) for k in range(len(arms))]
-    for k, (name, _) in enumerate(arms):
-        for j, r in enumerate(results.get(name, [])):
-            train = [(int(m[7]) / 1000, float(m[4])) for m in map(check.STEP_RE.fullmatch, r["steps"]) if m[4]]
-            val = [(t / 1000, loss) for step, loss, t in r["vals"] if step > 0]
-            ax.plot(*zip(*train), color=colors[k], lw=0.5, alpha=0.4)
-            ax.plot(*zip(*val), "o-", color=colors[k], lw=1, ms=3, label=name if j == 0 else None)
-    ax.set(xlabel="training time (s)", ylabel="loss (lines: train, dots: val)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
-def freeze(folder, arms, results, table):
-    """The experiment folder: <arm>/train_gpt.py and its logs, arms.tsv, README.md, compare.png."""
+        if len({r["source"] for r in results.get(name, [])}) > 1:
+            raise forks.ForkError(f"arm {name}: its runs embed different sources (the script changed between runs)")
     os.makedirs(folder)
-    with open(os.path.join(folder, "arms.tsv"), "w") as f:
-        f.writelines(f"{name}\t{shlex.join(words)}\n" for name, words in arms)
-    for name, _ in arms:
-        os.makedirs(os.path.join(folder, name))
+    lines, scripts = [], {forks.source(base, root): base}  # source -> the SCRIPT that stands for it
+    for name, words in arms:
+        adir = os.path.join(folder, name)
+        os.makedirs(adir)
         runs = results.get(name, [])
-        if runs:  # the script of the arm's first log; the checker verifies that every log embeds it
-            with open(os.path.join(folder, name, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-                f.write(runs[0]["source"])
         for r in runs:
-            shutil.copyfile(r["log"], os.path.join(folder, name, os.path.basename(r["log"])))
-    plot(arms, results, os.path.join(folder, "compare.png"))
+            shutil.copyfile(r["log"], os.path.join(adir, os.path.basename(r["log"])))
+        if not runs:
+            script = forks.name_in(os.path.join(workdir, words[0]), root)
+        elif runs[0]["source"] not in scripts:  # the first arm of a new source holds its diff
+            script = scripts[runs[0]["source"]] = forks.write_fork(adir, root, base, runs[0]["source"])
+        else:
+            script = scripts[runs[0]["source"]]
+        lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")
+    with open(os.path.join(folder, "arms.tsv"), "w") as f:
+        f.writelines(lines)
+    plots.comparison(arms, results, os.path.join(folder, "compare.png"))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
-                f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv.\n\n"
+                f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv; "
+                f"each fork's change from {base} in <arm>/{forks.DIFF}.\n\n"
                 f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n")
 
 
 def load(log):
-    run = check.read_log(log)
-    end = END_RE.search(open(log).read())
-    run.update(log=log, peak_mib=int(end[1]) if end else 0, tokens_per_s=int(end[2]) if end else 0)
-    return run
+    """A parsed log (see tools/runlog.py) that knows its path."""
+    return dict(read_log(log), log=log)
 
 
 def main(argv=None):
@@ -147,9 +144,11 @@ def main(argv=None):
     ap.add_argument("--out", default="logs/compare", help="folder for runs.tsv and compare.png")
     ap.add_argument("--workdir", default=".", help="where the scripts run (their data paths are relative to it)")
     ap.add_argument("--freeze", metavar="DIR", help="keep the result as an experiment folder (experiments/<date>_<Name>)")
+    ap.add_argument("--base", help="with --freeze: the script or arm folder the forks' diffs start from "
+                    "(default: the first arm's SCRIPT)")
     args = ap.parse_args(argv)
     try:
-        arms = [parse_arm(a) for a in args.arm]
+        arms = [parse_arm(a, args.workdir) for a in args.arm]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -163,12 +162,20 @@ def main(argv=None):
         print(f"error: --workdir {args.workdir}: no such folder", file=sys.stderr)
         return 2
     for name, words in arms:  # a typo in a path fails here, before hours of the other arms' runs
-        if not os.path.isfile(os.path.join(args.workdir, words[0])):
+        path = os.path.join(args.workdir, words[0])
+        if not os.path.isfile(path) and not os.path.isdir(path):
             print(f"error: --arm {name}: script {words[0]} not found in --workdir {args.workdir} "
                   f"(paths are relative to it)", file=sys.stderr)
             return 2
     if args.freeze and os.path.exists(args.freeze):
         print(f"error: --freeze {args.freeze} already exists", file=sys.stderr)
+        return 2
+    base = args.base or arms[0][1][0]
+    try:
+        if args.freeze:
+            forks.check_base(os.path.join(args.workdir, base))
+    except forks.ForkError as e:
+        print(f"error: --freeze: the base {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     results, failed, interrupted = {}, 0, False
@@ -180,7 +187,7 @@ def main(argv=None):
                     log, code, tail = run_once(words, seed, args.workdir)
                     try:
                         r = None if log is None else load(log)
-                    except check.LogError as e:
+                    except LogError as e:
                         r, tail = None, [f"{log}: {e}"]
                     if r is None:
                         failed += 1
@@ -199,13 +206,17 @@ def main(argv=None):
     table = summary(arms, results)
     print(table)
     if any(results.values()):
-        plot(arms, results, os.path.join(args.out, "compare.png"))
+        plots.comparison(arms, results, os.path.join(args.out, "compare.png"))
     if args.freeze and (interrupted or failed):  # a frozen experiment holds every run it asked for
         counts = ", ".join(f"{name} {len(results.get(name, []))}" for name, _ in arms)
         print(f"error: not frozen into {args.freeze}: {'interrupted' if interrupted else f'{failed} run(s) failed'} "
               f"(finished runs per arm of -n {args.runs}: {counts}); rerun the whole set", file=sys.stderr)
     elif args.freeze:
-        freeze(args.freeze, arms, results, table)
+        try:
+            freeze(args.freeze, arms, results, table, base, args.workdir)
+        except forks.ForkError as e:
+            print(f"error: --freeze: {e}: nothing frozen", file=sys.stderr)
+            return 2
         print(f"froze {args.freeze}: fill in its README.md; check it with python tools/check.py")
     elif failed:
         print(f"error: {failed} run(s) failed; their output is above", file=sys.stderr)

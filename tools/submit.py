@@ -6,11 +6,12 @@
 
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
 script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
-script run beside them (and that script, taken from its first log), and a README.md stub with the
-measured numbers. Refuses (one line, exit 2), creating nothing, if the folder exists, the track is
-unknown, a log does not parse, the logs of one group embed different scripts, a record other than a
-Baseline has no --previous, or the folder would fail tools/check.py: it is built and checked in a
-temporary folder first, then moved into place whole. Prints the record's check line.
+script run beside them (and, unless that script is a record's train_gpt.py, previous/fork.diff: the
+diff to it from the track's nearest record script), and a README.md stub with the measured numbers.
+Refuses (one line, exit 2), creating nothing, if the folder exists, the track is unknown, a log does
+not parse, the logs of one group embed different scripts, a record other than a Baseline has no
+--previous, or the folder would fail tools/check.py: it is built and checked in a temporary folder
+first (beside links to the track's records), then moved into place whole. Prints the record's check line.
 """
 import argparse
 import datetime
@@ -22,6 +23,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
+import forks  # noqa: E402
+from runlog import LogError, read_log  # noqa: E402
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -53,6 +56,16 @@ def record_before(track_dir, name, track, targets):
     names = [n for n in os.listdir(track_dir) if os.path.isdir(os.path.join(track_dir, n))
              and not n.startswith(".") and n != "retired" and key(n) < key(name)] if os.path.isdir(track_dir) else []
     return check.check_record(os.path.join(track_dir, max(names, key=key)), track, targets) if names else None
+
+
+def write_previous_diff(dest, track, script):
+    """previous/fork.diff from the track's nearest record script to script, unless script is one."""
+    records = os.path.dirname(os.path.dirname(dest))
+    root = os.path.dirname(records)
+    bases = [forks.name_in(os.path.join(d, "train_gpt.py"), root)
+             for t, d, _ in check.find_records(records) if t == track]
+    if not any(forks.source(b, root) == script for b in bases):
+        forks.write_fork(os.path.join(dest, "previous"), root, forks.nearest(script, bases, root), script)
 
 
 def main(argv=None):
@@ -103,8 +116,8 @@ def main(argv=None):
         sources = []
         for path in logs:
             try:
-                sources.append(check.read_log(path)["source"])
-            except check.LogError as e:
+                sources.append(read_log(path)["source"])
+            except LogError as e:
                 return refuse(f"{path}: {e}")
             if sources[-1] != sources[0]:
                 return refuse(f"{path} embeds a different script than {logs[0]}")
@@ -114,16 +127,23 @@ def main(argv=None):
         return refuse(f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs of "
                       f"the script it beats, run beside it on the same machine; nothing written")
 
-    # Built and checked in a temporary folder, so a record that would fail the check is never written.
+    # Built and checked in a temporary copy of the track (links to its records, which diffs may name), so a
+    # record that would fail the check is never written.
     with tempfile.TemporaryDirectory() as tmp:
-        staged = os.path.join(tmp, os.path.basename(dest))
-        for (folder, logs), script in zip(groups, scripts):
+        track_dir = os.path.join(tmp, "records", args.track)
+        os.makedirs(track_dir)
+        for name in os.listdir(os.path.dirname(dest)) if os.path.isdir(os.path.dirname(dest)) else []:
+            os.symlink(os.path.join(os.path.dirname(dest), name), os.path.join(track_dir, name))
+        staged = os.path.join(track_dir, os.path.basename(dest))
+        for folder, logs in groups:
             folder = os.path.join(staged, os.path.relpath(folder, dest))
             os.makedirs(folder)
-            with open(os.path.join(folder, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
-                f.write(script)
             for path in logs:
                 shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+        with open(os.path.join(staged, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
+            f.write(scripts[0])
+        if args.previous:
+            write_previous_diff(staged, args.track, scripts[1])
         # The stub's numbers come from the same check that verifies the folder afterwards.
         before = record_before(os.path.dirname(dest), os.path.basename(dest), args.track, targets)
         r = check.check_record(staged, args.track, targets, before=before)
@@ -134,10 +154,12 @@ def main(argv=None):
             return refuse(f"{args.track}/{os.path.basename(dest)} would fail the check: {'; '.join(r['reasons'])}; "
                           f"nothing written")
         # Copied next to its place under a hidden name, then renamed: the folder appears whole or not at all.
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
         partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")
         shutil.rmtree(partial, ignore_errors=True)  # from a copy cut short
         shutil.copytree(staged, partial)
         os.rename(partial, dest)
+    r = check.check_record(dest, args.track, targets, before=before)
     print(check.record_line(r))
     print(f"created {dest}: fill in '## What changed and why' in its README.md")
     return 0

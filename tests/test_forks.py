@@ -1,0 +1,185 @@
+"""tools/forks.py (forks as diffs) and how tools/check.py verifies them: on the repository's own
+experiment folders, and on a folder frozen by tools/compare.py from tests/fake_train.py runs."""
+import io
+import random
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+import check
+import forks
+import runlog
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = REPO / "tests" / "fake_train.py"
+BASE = "scripts/base.py"  # stands for a record's train_gpt.py
+EXP = "experiments/2025-01-01_Fake"
+
+
+def test_diff_round_trip_is_exact():
+    """Any old/new pair, with \\r\\n, a missing last newline, empty files: apply(make(old, new)) == new."""
+    rnd = random.Random(0)
+    pieces = ["a\n", "b\n", "\n", "c\r\n", "d", "e\x0c\n", "é\n"]
+    for _ in range(2000):
+        old = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 10)))
+        new = forks.split_lines(old)
+        for _ in range(rnd.randint(1, 4)):
+            if new and rnd.random() < 0.4:
+                del new[rnd.randrange(len(new))]
+            else:
+                new.insert(rnd.randint(0, len(new)), rnd.choice(pieces))
+        new = "".join(new)
+        diff = forks.make_diff(old, new, "old", "new")
+        assert (diff == "") == (old == new)
+        if diff:
+            assert forks.apply_diff(diff, old, "t") == new
+
+
+def test_apply_refuses_any_mismatch():
+    old = "".join(f"line {k}\n" for k in range(20))
+    new = old.replace("line 10\n", "line ten\n")
+    diff = forks.make_diff(old, new, "old", "new")
+    with pytest.raises(forks.ForkError, match=r"t: line 4: does not match line 8 of the base"):
+        forks.apply_diff(diff, old.replace("line 7\n", "line 7 \n"), "t")  # a context line differs
+    with pytest.raises(forks.ForkError, match="hunk header's new line number"):
+        forks.apply_diff(diff.replace("+8,7", "+9,7"), old, "t")
+    with pytest.raises(forks.ForkError, match="ends inside a hunk"):
+        forks.apply_diff(diff[:diff.rindex(" line 13")], old, "t")
+    with pytest.raises(forks.ForkError, match="not a unified diff"):
+        forks.apply_diff("patch me\n", old, "t")
+
+
+def arm_folders():
+    """Every arm folder of experiments/ and every records/**/previous/ of the repository."""
+    out = []
+    for tsv in sorted((REPO / "experiments").glob("*/arms.tsv")):
+        out += [tsv.parent / name for name, _ in forks.read_arms(tsv.parent)]
+    return out + sorted((REPO / "records").glob("*/*/previous"))
+
+
+def test_every_repo_arm_rebuilds_the_source_its_logs_embed():
+    """What `python tools/check.py --extract <arm>` prints is every log's embedded source, for every
+    arm of every experiment folder (no training)."""
+    folders = arm_folders()
+    assert len(folders) > 60
+    for folder in folders:
+        logs = sorted(folder.glob("*.txt"))
+        assert logs, folder
+        if folder.name == "previous" and not (folder / forks.DIFF).exists():
+            continue  # logs of a record's own train_gpt.py: test_records checks those
+        rebuilt = forks.source(str(folder.relative_to(REPO)), str(REPO))
+        for log in logs:
+            assert runlog.split_log(runlog.read_text(log))[0] == rebuilt, log
+    arm = REPO / "experiments" / "2026-11-25_MuPWarmup" / "mup_w64_warmup_lr0.008"  # a fork of a fork, no diff
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--extract", str(arm)],
+                         capture_output=True, check=True).stdout
+    assert out == runlog.split_log(runlog.read_text(next(arm.glob("*.txt"))))[0].encode()
+
+
+def test_repo_has_no_script_copies():
+    assert not list((REPO / "experiments").rglob("*.py"))
+    scripts = [p.read_bytes() for p in (REPO / "records").rglob("*.py")]
+    assert len(set(scripts)) == len(scripts) > 1
+
+
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory):
+    """A repository-like folder with a base script (a copy of fake_train.py), no records, and
+    experiments/2025-01-01_Fake frozen by tools/compare.py: arms base (the base), fork and fork_b (one
+    fork of it, two settings), 2 runs each."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / BASE).parent.mkdir(parents=True)
+    (root / "records").mkdir()
+    shutil.copyfile(FAKE, root / BASE)
+    (root / "fork.py").write_text(FAKE.read_text().replace("ruler = ", "ruler = '=' * 100  # the fork\nruler = "))
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "compare.py"), "-n", "2", "--out", "out",
+                        "--arm", f"base={BASE} --loss=4.0", "--arm", "fork=fork.py --loss=3.9",
+                        "--arm", "fork_b=fork.py --loss=3.8", "--freeze", EXP],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return root
+
+
+def checked(root):
+    """tools/check.py (in-process) on the experiments of root: (exit code, the line of the Fake folder)."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = check.main(["--records", str(root / "records"), "--experiments", str(root / "experiments")])
+    [line] = [s for s in out.getvalue().splitlines() if s.startswith("experiments/")]
+    return code, line
+
+
+def copy_of(frozen, tmp_path):
+    shutil.copytree(frozen, tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
+    exp = frozen / EXP
+    assert forks.read_arms(exp) == [("base", [BASE, "--loss=4.0"]), ("fork", [f"{EXP}/fork", "--loss=3.9"]),
+                                    ("fork_b", [f"{EXP}/fork", "--loss=3.8"])]
+    assert sorted(p.name for p in exp.rglob("*") if p.is_file() and p.suffix != ".txt") == \
+        ["README.md", "arms.tsv", "compare.png", "fork.diff"]
+    diff = (exp / "fork" / forks.DIFF).read_text()
+    assert diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ") and "+ruler = '=' * 100  # the fork\n" in diff
+    assert checked(frozen) == (0, f"{EXP}  OK")
+
+
+def test_check_refuses_a_wrong_diff(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    diff = root / EXP / "fork" / forks.DIFF
+    diff.write_text(diff.read_text().replace("# the fork", "# another fork"))
+    code, line = checked(root)
+    assert code == 1 and line.startswith(f"{EXP}  FAIL: {EXP}/fork/fork.diff: applied to {BASE}, it does not give "
+                                         f"the source the logs embed (python tools/forks.py {EXP}/fork BASE rewrites it "
+                                         f"from the logs); ")
+    diff.write_text(diff.read_text().replace("+ruler = '=' * 100  # another fork\n", "+ruler = '=' * 100  # the fork\n"
+                                             ).replace("\n ruler = ", "\n ruler  = "))  # a context line edited
+    code, line = checked(root)
+    ruler_line = (REPO / "tests" / "fake_train.py").read_text().splitlines().index('ruler = "=" * 100') + 1
+    assert code == 1 and f"{EXP}/fork/fork.diff: line 8: does not match line {ruler_line} of the base (python tools/forks.py" in line, line
+
+
+def test_check_refuses_a_missing_base(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    (root / BASE).unlink()
+    code, line = checked(root)
+    assert code == 1
+    assert f"; {EXP}/fork/fork.diff: its base {BASE} does not exist or is unreadable (python tools/forks.py" in line
+    assert f"arms.tsv: base: {BASE} does not exist or is unreadable" in line
+
+
+def test_check_refuses_two_sources_in_one_arm(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    log = min((root / EXP / "base").glob("*.txt"))
+    first = min((root / EXP / "fork").glob("*.txt")).name
+    shutil.copyfile(log, root / EXP / "fork" / ("f" * 8 + log.name[8:]))  # sorts after the fork's own logs
+    code, line = checked(root)
+    assert code == 1 and line == (f"{EXP}  FAIL: {EXP}/fork/{'f' * 8 + log.name[8:]} embeds another source than "
+                                  f"{first}: one script per folder, move each script's logs to a folder of its own")
+
+
+def test_check_refuses_a_copy_and_a_stale_arms_line(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    shutil.copyfile(root / "fork.py", root / EXP / "fork" / "train_gpt.py")
+    tsv = root / EXP / "arms.tsv"
+    tsv.write_text(tsv.read_text().replace(f"fork_b\t{EXP}/fork", f"fork_b\t{BASE}"))
+    code, line = checked(root)
+    assert code == 1 and f"{EXP}/fork/train_gpt.py: a copy of a script the logs embed already: delete it" in line
+    assert f"arms.tsv: fork_b: {BASE} is not the source its logs embed" in line
+
+
+def test_forks_cli_rewrites_the_diff_from_the_logs(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    diff = root / EXP / "fork" / forks.DIFF
+    good = diff.read_bytes()
+    diff.write_text("garbage\n")
+    p = subprocess.run([sys.executable, str(REPO / "tools" / "forks.py"), f"{EXP}/fork", BASE], cwd=root,
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout == f"wrote {EXP}/fork/fork.diff; its arms.tsv SCRIPT is {EXP}/fork\n"
+    assert diff.read_bytes() == good
+    assert checked(root)[0] == 0

@@ -144,8 +144,9 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
     assert p.returncode == 0, p.stderr
     assert (exp / "arms.tsv").read_text() == f"base\t{FAKE} --loss=4.0\nfork\texperiments/2025-01-01_Fake/fork --loss=3.9\n"
     assert not (exp / "base" / "fork.diff").exists() and not list(exp.rglob("*.py"))
+    last3 = len(FAKE.read_text().splitlines()) - 2  # the hunk holds the base's last 3 lines
     assert (exp / "fork" / "fork.diff").read_text() == (f"--- {FAKE}\n+++ experiments/2025-01-01_Fake/fork\n"
-                                                         f"@@ -30,3 +30,4 @@\n" + "".join(
+                                                         f"@@ -{last3},3 +{last3},4 @@\n" + "".join(
         f" {line}\n" for line in FAKE.read_text().splitlines()[-3:]) + "+# the fork\n")
     for arm in ("base", "fork"):
         assert len(list((exp / arm).glob("*.txt"))) == 2
@@ -164,6 +165,10 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
 
     log = next((exp / "fork").glob("*.txt"))
     log.write_text(log.read_text().replace("val_loss:3.9", "val_loss:3.8"))  # both the step and final lines
+    bad = subprocess.run(check, capture_output=True, text=True)
+    assert bad.returncode == 1 and f"FAIL: fork/{log.name}: edited since the manifest" in bad.stdout
+    subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--write-manifest", str(exp)], check=True,
+                   capture_output=True)  # a manifest rewritten too: the README's table still tells
     bad = subprocess.run(check, capture_output=True, text=True)
     assert bad.returncode == 1 and "README.md does not hold the table recomputed from the logs" in bad.stdout
     assert compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2  # never overwritten

@@ -123,7 +123,10 @@ def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
     assert forks.read_arms(exp) == [("base", [BASE, "--loss=4.0"]), ("fork", [f"{EXP}/fork", "--loss=3.9"]),
                                     ("fork_b", [f"{EXP}/fork", "--loss=3.8"])]
     assert sorted(p.name for p in exp.rglob("*") if p.is_file() and p.suffix != ".txt") == \
-        ["README.md", "arms.tsv", "compare.png", "fork.diff"]
+        ["MANIFEST.sha256", "README.md", "arms.tsv", "compare.png", "fork.diff"]
+    manifest = (exp / runlog.MANIFEST).read_text().splitlines()
+    assert [m.split("  ")[1] for m in manifest] == sorted(str(p.relative_to(exp)) for p in exp.rglob("*.txt"))
+    assert len(manifest) == 6 and runlog.manifest_errors(exp, EXP) == []
     diff = (exp / "fork" / forks.DIFF).read_text()
     assert diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ") and "+ruler = '=' * 100  # the fork\n" in diff
     assert checked(frozen) == (0, f"{EXP}  OK")
@@ -157,10 +160,12 @@ def test_check_refuses_two_sources_in_one_arm(frozen, tmp_path):
     root = copy_of(frozen, tmp_path)
     log = min((root / EXP / "base").glob("*.txt"))
     first = min((root / EXP / "fork").glob("*.txt")).name
-    shutil.copyfile(log, root / EXP / "fork" / ("f" * 8 + log.name[8:]))  # sorts after the fork's own logs
+    copy = root / EXP / "fork" / ("f" * 8 + log.name[8:])  # sorts after the fork's own logs
+    copy.write_text(log.read_text().replace(f"log: logs/{log.name}", f"log: logs/{copy.name}"))
+    runlog.write_manifest(root / EXP)  # as if frozen so: the sources rule is what catches it
     code, line = checked(root)
-    assert code == 1 and line == (f"{EXP}  FAIL: {EXP}/fork/{'f' * 8 + log.name[8:]} embeds another source than "
-                                  f"{first}: one script per folder, move each script's logs to a folder of its own")
+    assert code == 1 and line.endswith(f"; {EXP}/fork/{copy.name} embeds another source than {first}: one script "
+                                       f"per folder, move each script's logs to a folder of its own")
 
 
 def test_check_refuses_a_copy_and_a_stale_arms_line(frozen, tmp_path):
@@ -183,3 +188,21 @@ def test_forks_cli_rewrites_the_diff_from_the_logs(frozen, tmp_path):
     assert p.returncode == 0 and p.stdout == f"wrote {EXP}/fork/fork.diff; its arms.tsv SCRIPT is {EXP}/fork\n"
     assert diff.read_bytes() == good
     assert checked(root)[0] == 0
+
+
+def test_check_names_a_log_moved_to_another_arm(frozen, tmp_path):
+    root = copy_of(frozen, tmp_path)
+    log = min((root / EXP / "fork").glob("*.txt"))
+    log.rename(root / EXP / "fork_b" / log.name)  # same source, but it ran with --loss=3.9
+    runlog.write_manifest(root / EXP)  # the manifest rewritten too: the arm's flags still tell
+    code, line = checked(root)
+    assert code == 1 and f"; fork_b/{log.name}: ran with loss=3.9, but arms.tsv says --loss=3.8 (a log moved to " \
+        f"another arm? move it back)" in line, line
+
+
+def test_flag_values_compare_after_the_trainers_conversion():
+    assert check.flag_mismatches(["--lr=0.0020", "--mup=1", "--qkv_bias=true", "--head_cutoffs=", "--seed=9"],
+                                 {"lr": "0.002", "mup": "True", "qkv_bias": "True", "head_cutoffs": "", "seed": "1"}) == []
+    assert check.flag_mismatches(["--mup=false", "--optimizer=adam"], {"mup": "True"}) == [
+        "ran with mup=True, but arms.tsv says --mup=false (a log moved to another arm? move it back)",
+        "ran with optimizer=(not logged), but arms.tsv says --optimizer=adam (a log moved to another arm? move it back)"]

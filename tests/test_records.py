@@ -103,6 +103,7 @@ def make_record(records, name, logs, previous=None, track=TRACK):
         (d / "previous").mkdir()
         for log in previous:
             shutil.copyfile(log, d / "previous" / log.name)
+    runlog.write_manifest(d)
     return d
 
 
@@ -351,6 +352,9 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
     for log in slow_logs:
         assert (d / "previous" / log.name).read_bytes() == log.read_bytes()
     assert sorted(os.listdir(d / "previous")) == sorted(log.name for log in slow_logs), "logs only: a record's script"
+    manifest = (d / runlog.MANIFEST).read_text().splitlines()
+    assert [m.split("  ")[1] for m in manifest] == sorted([log.name for log in logs] +
+                                                          [f"previous/{log.name}" for log in slow_logs])
     assert run_check(records, target=easy_target(logs))[0] == 0
 
     # previous logs of a script that is no record's: previous/fork.diff from the nearest record script
@@ -440,3 +444,75 @@ def test_rerun_of_a_folder_that_is_not_a_record_is_one_line(folder):
     assert p.returncode == 2, p.stderr
     assert p.stderr == (f"error: --rerun {folder}: not a record folder (one holding train_gpt.py and its logs, "
                         "records/<track>/<YYYY-MM-DD>_<Name>)\n")
+
+
+# A careless edit to a record's logs is named, each by the rule that catches it (issue 18).
+def test_edited_intermediate_val_loss_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Edited", logs)
+    log = d / logs[0].name
+    text = log.read_text()
+    line = re.search(r"^step:5/10 val_loss:\S+", text, re.M)[0]
+    log.write_text(text.replace(line, line[:-1] + ("1" if line[-1] != "1" else "2")))
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: {log.name}: edited since the manifest (restore it, e.g. git checkout " in line
+
+
+def test_final_val_loss_edited_in_both_lines_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Liar", logs)
+    log = d / logs[0].name
+    real = f"{final_loss(logs[0]):.4f}"
+    log.write_text(log.read_text().replace(f"val_loss:{real}", f"val_loss:{float(real) - 0.1:.4f}"))
+    assert read_log(log)["val_loss"] == pytest.approx(float(real) - 0.1)  # the log itself still parses
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: {log.name}: edited since the manifest" in line
+
+
+def test_deleted_log_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Fewer", logs)
+    (d / logs[2].name).unlink()
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and "n=2" in line and f"FAIL: {logs[2].name}: in the manifest but missing" in line
+
+
+def duplicate(d, log):
+    """A copy of log in d under another uuid (its log: line too), one train-loss digit changed."""
+    copy = d / ("ffffffff" + log.name[8:])
+    text = log.read_text().replace(f"log: logs/{log.name}", f"log: logs/{copy.name}")
+    line = re.search(r"^step:\S+ train_loss:\S+ ", text, re.M)[0]  # the first train step line
+    copy.write_text(text.replace(line, f"{line[:-2]}{(int(line[-2]) + 1) % 10} "))
+    return copy
+
+
+def test_added_duplicate_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_More", logs)
+    copy = duplicate(d, d / logs[0].name)
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: {copy.name}: not in the manifest (delete it, or if it is a real run, " \
+        f"python tools/check.py --write-manifest " in line
+
+
+def test_repeated_seed_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_More", logs)
+    copy = duplicate(d, d / logs[0].name)
+    runlog.write_manifest(d)  # the manifest rewritten to include the copy: the seeds still tell
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: {copy.name}: seed=1 as in {logs[0].name} (the runs of one claim need distinct " \
+        f"seeds: a copied or rerun log? keep one); no previous/" in line
+
+
+def test_log_line_not_matching_its_file_name_is_named(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Renamed", logs)
+    new = d / ("ffffffff" + logs[0].name[8:])
+    (d / logs[0].name).rename(new)
+    runlog.write_manifest(d)
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: {new.name}: its log: line names logs/{logs[0].name}, not logs/{new.name} " \
+        f"(a renamed or pasted log: restore the file the run wrote); no previous/" in line
+
+
+def test_folder_without_manifest_fails_with_the_fix(tmp_path, logs):
+    d = make_record(tmp_path, "2025-01-02_Bare", logs)
+    (d / runlog.MANIFEST).unlink()
+    code, [line] = run_check(tmp_path, target=easy_target(logs))
+    assert code == 1 and f"FAIL: no MANIFEST.sha256: the logs' sha256 (python tools/check.py --write-manifest {d} " \
+        f"writes it from the logs as they are); no previous/" in line

@@ -4,12 +4,16 @@
     python tools/check.py [--table] [--plot] [--records DIR] [--readme PATH] [--target TRACK=VALUE]
     python tools/check.py --rerun records/<track>/<record> [--log UUID.txt]
     python tools/check.py --extract PATH    # the source a log embeds, or an arm folder stands for
+    python tools/check.py --write-manifest DIR ...   # DIR/MANIFEST.sha256 from its logs as they are
 
 A record is records/<track>/<YYYY-MM-DD>_<Name>/ holding the frozen train_gpt.py, the unedited
 logs (<uuid>.txt) of every run of the claim, README.md, and (every record but a Baseline)
 previous/: the logs of the script it claims to beat, run beside it on the same machine. That script
 is a record's train_gpt.py, or a fork of one stored as previous/fork.diff (see tools/forks.py). All
-numbers come from the step lines of the logs, never from a README. Prints one line per record and
+numbers come from the step lines of the logs, never from a README. Each folder's MANIFEST.sha256
+(tools/runlog.py) names a log edited, added or deleted since; each log's `log:` line names its own
+file; the runs of a claim (a record, its previous/, an experiment arm) have distinct seeds; an arm's
+logs ran with its arms.tsv flags. Prints one line per record and
 per experiment folder (experiments/, see tools/forks.py); exits 1 if any fails. Records whose target
 was retired stay readable under records/<track>/retired/ and are checked against the target they
 were made for.
@@ -33,7 +37,7 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forks  # noqa: E402
 import plots  # noqa: E402
-from runlog import LogError, read_log, read_text, split_log, stats_of, summary  # noqa: E402
+from runlog import LogError, manifest_errors, read_log, read_text, split_log, stats_of, summary, write_manifest  # noqa: E402
 
 # Target val loss per track. A record named *_Baseline defines its track's target; every other
 # record claims it. None = not fixed yet: such records can only have their logs verified.
@@ -98,7 +102,7 @@ def summarize(runs, target, claims):
 def read_runs(folder, script, rules, reasons, prefix=""):
     """Every <uuid>.txt in folder, parsed and checked against the script and the track's rules; what
     fails goes into reasons, one line each."""
-    runs, seen = [], {}
+    runs, seen, seeds = [], {}, {}
     logs = sorted(f for f in os.listdir(folder) if f.endswith(".txt"))
     if not logs:
         reasons.append(f"{prefix}no logs (*.txt)")
@@ -116,6 +120,14 @@ def read_runs(folder, script, rules, reasons, prefix=""):
         if run["steps"] in seen:
             reasons.append(f"{prefix}{f}: same step lines as {seen[run['steps']]} (copied run)")
         seen[run["steps"]] = f
+        if run["log_line"] is None or os.path.basename(run["log_line"]) != f:
+            reasons.append(f"{prefix}{f}: its log: line names {run['log_line']}, not logs/{f} (a renamed or "
+                           f"pasted log: restore the file the run wrote)")
+        seed = run["hparams"].get("seed")
+        if seed in seeds:
+            reasons.append(f"{prefix}{f}: seed={seed} as in {seeds[seed]} (the runs of one claim need distinct "
+                           f"seeds: a copied or rerun log? keep one)")
+        seeds.setdefault(seed, f)
         run["file"] = f
         runs.append(run)
     return runs
@@ -207,6 +219,7 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
     if not os.path.isfile(os.path.join(rdir, "README.md")):
         reasons.append("missing README.md")
     rules = (RULES if rules is None else rules).get(track)
+    reasons += manifest_errors(rdir, shown(rdir))
     runs = read_runs(rdir, script, rules, reasons)
     baseline = name.endswith("_Baseline")
     target = targets.get(track)
@@ -237,13 +250,14 @@ def check_experiment(edir, plot=False):
         arms = forks.read_arms(edir)
     except forks.ForkError as e:
         return name, [str(e)]
-    reasons, results = [], {}
+    reasons, results = manifest_errors(edir, shown(edir)), {}
     for arm, words in arms:
         adir = os.path.join(edir, arm)
         if not os.path.isdir(adir):
             reasons.append(f"{arm}/: no such folder (arms.tsv names it)")
             continue
         results[arm] = read_runs(adir, None, None, reasons, f"{arm}/")
+        reasons += [f"{arm}/{r['file']}: {m}" for r in results[arm] for m in flag_mismatches(words[1:], r["hparams"])]
         new, more = one_source(adir, root, results[arm])
         if new is not None and os.path.isfile(os.path.join(adir, forks.DIFF)):
             more += check_diff(adir, root, new)
@@ -267,6 +281,33 @@ def check_experiment(edir, plot=False):
     if plot and not reasons:
         plots.comparison(arms, results, os.path.join(edir, "compare.png"))
     return name, reasons
+
+
+def shown(folder):
+    """folder as the user types it: relative to the working directory if below it."""
+    rel = os.path.relpath(folder)
+    return os.path.abspath(folder) if rel.startswith("..") else rel
+
+
+def same_value(flag, logged):
+    """Whether a flag's value and the logged hyperparameter agree after the trainer's type conversion."""
+    if logged in ("True", "False"):
+        return {"true": "True", "1": "True", "false": "False", "0": "False"}.get(flag.lower()) == logged
+    try:
+        return float(flag) == float(logged)
+    except ValueError:
+        return flag == logged
+
+
+def flag_mismatches(flags, hparams):
+    """Each --name=value of an arm's flags (but --seed) that a log's hparams disagree with, one line each."""
+    out = []
+    for flag in flags:
+        name, sep, value = flag[2:].partition("=")
+        if flag.startswith("--") and sep and name != "seed" and not same_value(value, hparams.get(name, "")):
+            out.append(f"ran with {name}={hparams.get(name, '(not logged)')}, but arms.tsv says --{name}={value} "
+                       f"(a log moved to another arm? move it back)")
+    return out
 
 
 def find_records(records_dir):
@@ -448,6 +489,8 @@ def main(argv=None):
     ap.add_argument("--experiments", help="experiment folders to verify (default: experiments/ next to the records folder)")
     ap.add_argument("--extract", metavar="PATH", help="print the source a log embeds, or the one an arm folder "
                     "stands for (rebuilt from its base and fork.diff), byte for byte")
+    ap.add_argument("--write-manifest", nargs="+", metavar="DIR", help="write DIR/MANIFEST.sha256 from the logs "
+                    "of a record or experiment folder as they are (after a real change to its logs)")
     ap.add_argument("--rerun", metavar="RECORD_DIR", help="rerun this record with a logged seed, compare its loss")
     ap.add_argument("--log", help="with --rerun: which log to reproduce (default: the first)")
     ap.add_argument("--workdir", default=repo, help="with --rerun: where to run it (default: the repository)")
@@ -461,6 +504,13 @@ def main(argv=None):
         ap.error(str(e))
     if args.extract:
         return extract(args.extract)
+    if args.write_manifest:
+        for folder in args.write_manifest:
+            if not os.path.isdir(folder):
+                print(f"error: --write-manifest {folder}: no such folder", file=sys.stderr)
+                return 2
+            print(f"wrote {write_manifest(folder)}")
+        return 0
     if args.rerun:
         if not os.path.isdir(args.rerun):
             print(f"error: --rerun {args.rerun}: no such record folder", file=sys.stderr)

@@ -17,7 +17,7 @@ and Welch's t-test p-value against the first arm for loss and for time; and draw
 --freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's unedited logs in <arm>/ and,
 where the source they embed is not the base's (the first arm's SCRIPT, or --base PATH: a tracked
 script or an arm folder), <arm>/fork.diff from it; arms.tsv with the SCRIPT that reruns each arm
-(the base, or the arm's folder); the table in README.md (to be completed with what was changed and
+(the base, or the arm's folder); MANIFEST.sha256 over the logs; the table in README.md (to be completed with what was changed and
 why) and the plot. tools/check.py verifies such a folder. A set that was interrupted or had a
 failed run is not frozen.
 """
@@ -34,7 +34,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forks  # noqa: E402
 import plots  # noqa: E402
-from runlog import LogError, read_log, summary  # noqa: E402
+from runlog import LogError, read_log, summary, write_manifest  # noqa: E402
 
 
 def parse_arm(text, workdir="."):
@@ -98,7 +98,8 @@ def run_once(words, seed, workdir, tail_lines=5):
 def freeze(folder, arms, results, table, base, workdir="."):
     """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
-    arm with that source, which holds fork.diff from base's; README.md with the table; compare.png.
+    arm with that source, which holds fork.diff from base's; MANIFEST.sha256 over the logs; README.md with
+    the table; compare.png.
     base and the arms' scripts are relative to workdir. Raises ForkError, writing nothing, if the
     runs of an arm embed different sources."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
@@ -123,6 +124,7 @@ def freeze(folder, arms, results, table, base, workdir="."):
         lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")
     with open(os.path.join(folder, "arms.tsv"), "w") as f:
         f.writelines(lines)
+    write_manifest(folder)
     plots.comparison(arms, results, os.path.join(folder, "compare.png"))
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"

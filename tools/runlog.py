@@ -5,8 +5,14 @@ that ran, a ruler, the environment (an `hparams:` line with every setting, a `va
 a ruler, then one step line per optimizer step and evaluation, a `peak_memory:` line and the
 `final_val_loss:` line; what follows that (a generated sample) is free text. tools/check.py,
 tools/compare.py, tools/submit.py and the tests read logs through this module only.
+
+A record or experiment folder holds MANIFEST.sha256 (`sha256sum` format: `<hex>  <path>`) over its
+logs: the *.txt in it and in its subfolders (a record's previous/, an experiment's arms), so an
+edited, added or deleted log is named. It catches careless edits, not a forger who rewrites both.
 """
+import hashlib
 import math
+import os
 import re
 import warnings
 
@@ -17,6 +23,7 @@ RULER = "=" * 100
 STEP_RE = re.compile(r"step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
                      r"train_time:(\d+)ms step_avg:(\S+)ms")
 HPARAMS_RE = re.compile(r"^hparams: (.*)$", re.M)
+LOG_LINE_RE = re.compile(r"^log: (\S+)$", re.M)
 VAL_COUNT_RE = re.compile(r" val_tokens:(\d+)")
 END_RE = re.compile(r"^peak_memory:(\d+)MiB tokens_seen:\d+ tokens_per_s:(\d+)", re.M)
 FINAL_RE = re.compile(r"final_val_loss:(\S+) train_time:(\d+)ms")
@@ -54,7 +61,8 @@ def _number(s, what, step):
 def parse_log(text):
     """Parse one log. Returns a dict: source, env, hparams, val_predictions, steps (tuple of the step
     lines), train and vals (lists of (step, loss, train_time_ms)), total, val_loss and train_time_ms
-    (of the final val line), peak_mib and tokens_per_s (0 if not logged). Raises LogError for
+    (of the final val line), peak_mib and tokens_per_s (0 if not logged), log_line (the path its
+    `log:` line names, None if none). Raises LogError for
     anything malformed, unfinished or inconsistent."""
     source, env, body = split_log(text)
     steps, train, vals, final = [], [], [], None
@@ -116,11 +124,12 @@ def parse_log(text):
     if hp is None or count is None:
         raise LogError("no hparams: line or no val_tokens: count in the environment")
     end = END_RE.search(body)
+    log_line = LOG_LINE_RE.search(env)
     return {"source": source, "env": env, "steps": tuple(steps), "total": total,
             "hparams": dict(kv.split("=", 1) for kv in hp[1].split(" ") if "=" in kv),
             "val_predictions": int(count[1]), "train": train, "vals": vals, "val_loss": loss,
             "train_time_ms": time_ms, "peak_mib": int(end[1]) if end else 0,
-            "tokens_per_s": int(end[2]) if end else 0}
+            "tokens_per_s": int(end[2]) if end else 0, "log_line": log_line[1] if log_line else None}
 
 
 def read_log(path):
@@ -129,6 +138,56 @@ def read_log(path):
         return parse_log(read_text(path))
     except (OSError, UnicodeDecodeError) as e:
         raise LogError(f"unreadable ({e.__class__.__name__})") from None
+
+
+MANIFEST = "MANIFEST.sha256"
+
+
+def manifest_logs(folder):
+    """The logs a folder's manifest covers: *.txt in it and in its subfolders, as sorted relative paths."""
+    out = []
+    for sub in [""] + sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))):
+        out += [os.path.join(sub, f) if sub else f for f in sorted(os.listdir(os.path.join(folder, sub)))
+                if f.endswith(".txt")]
+    return sorted(p.replace(os.sep, "/") for p in out)
+
+
+def sha256_of(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_manifest(folder):
+    """Write folder/MANIFEST.sha256 from its logs as they are; returns its path."""
+    path = os.path.join(folder, MANIFEST)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.writelines(f"{sha256_of(os.path.join(folder, p))}  {p}\n" for p in manifest_logs(folder))
+    return path
+
+
+def manifest_errors(folder, name):
+    """One line per log of folder that is edited, missing or added since its manifest (name: the folder
+    as the user should type it in the fix)."""
+    fix = f"python tools/check.py --write-manifest {name}"
+    try:
+        text = read_text(os.path.join(folder, MANIFEST))
+    except (OSError, UnicodeDecodeError):
+        return [f"no {MANIFEST}: the logs' sha256 ({fix} writes it from the logs as they are)"]
+    listed = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        digest, sep, path = line.partition("  ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return [f"{MANIFEST}: line {i} is not '<sha256>  <path>' ({fix} rewrites it)"]
+        listed[path] = digest
+    present = manifest_logs(folder)
+    out = [f"{p}: in the manifest but missing (restore it, e.g. git checkout {name}/{p})"
+           for p in sorted(listed) if p not in present]
+    for p in present:
+        if p not in listed:
+            out.append(f"{p}: not in the manifest (delete it, or if it is a real run, {fix})")
+        elif sha256_of(os.path.join(folder, p)) != listed[p]:
+            out.append(f"{p}: edited since the manifest (restore it, e.g. git checkout {name}/{p}; logs stay unedited)")
+    return out
 
 
 def stats_of(runs):

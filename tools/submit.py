@@ -7,7 +7,7 @@
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
 script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
 script run beside them (and, unless that script is a record's train_gpt.py, previous/fork.diff: the
-diff to it from the track's nearest record script), and a README.md stub with the measured numbers.
+diff to it from the track's nearest record script), MANIFEST.sha256 over the logs, and a README.md stub with the measured numbers.
 Refuses (one line, exit 2), creating nothing, if the folder exists, the track is unknown, a log does
 not parse, the logs of one group embed different scripts, a record other than a Baseline has no
 --previous, or the folder would fail tools/check.py: it is built and checked in a temporary folder
@@ -24,7 +24,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check  # noqa: E402
 import forks  # noqa: E402
-from runlog import LogError, read_log  # noqa: E402
+from runlog import LogError, read_log, write_manifest  # noqa: E402
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -144,6 +144,7 @@ def main(argv=None):
             f.write(scripts[0])
         if args.previous:
             write_previous_diff(staged, args.track, scripts[1])
+        write_manifest(staged)
         # The stub's numbers come from the same check that verifies the folder afterwards.
         before = record_before(os.path.dirname(dest), os.path.basename(dest), args.track, targets)
         r = check.check_record(staged, args.track, targets, before=before)

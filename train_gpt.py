@@ -641,13 +641,13 @@ class Log:
     def __init__(self, master, run_id):
         self.path, self.file = f"logs/{run_id}.txt", None
         if master:
-            self.write(f"{RULER}\n{code}{RULER}\n", "w")
+            self.write(f"{RULER}\n{code}{RULER}\n")
 
-    def write(self, text, mode="a"):
+    def write(self, text):  # the first write creates the file
         try:
             if self.file is None:
                 os.makedirs("logs", exist_ok=True)
-                self.file = open(self.path, mode, buffering=1)
+                self.file = open(self.path, "w", buffering=1)
             self.file.write(text)
         except OSError as e:
             sys.exit(f"train_gpt.py: cannot write {self.path}: {e.strerror}; run where logs/ can be written")

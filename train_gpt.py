@@ -1,41 +1,7 @@
-"""GPT-2 speedrun trainer: one file, read top to bottom (hyperparameters, Muon, model, data, training).
-
-Defaults: the 8xH100 FineWeb track with the public speedrun's techniques up to its 2025-01-04 record (3.4 min
-there): 12 layers of width 768, three value embeddings, attention within documents over a window growing from
-128 to 1,792 tokens, 1390 steps of 8 x 64K tokens toward 3.28 val loss on the first 10,485,760 tokens of
-fineweb_val_000000.bin (not yet run on 8 GPUs here: README projects it). `--track=cpu_shakespeare` is the CPU
-track's record. The same file runs on 1..8 GPUs, on several nodes, on a CPU; any hyperparameter is overridden as
---name=value. Each run writes logs/<uuid>.txt, which embeds this source, so a log alone reproduces its run.
-"""
-import os
-import signal
-import sys
-
-def on_signal(signum, frame):  # SIGTERM (what schedulers and `timeout` send) stops a run as Ctrl-C does
-    raise KeyboardInterrupt(signum)
-
-def excepthook(kind, error, traceback):
-    """Set before torch imports, so an interrupt while they run is one line too."""
-    if not issubclass(kind, KeyboardInterrupt):
-        return sys.__excepthook__(kind, error, traceback)
-    sys.stderr.write("train_gpt.py: interrupted\n")
-    os._exit(128 + (error.args[0] if error.args else signal.SIGINT))
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, on_signal)
-    sys.excepthook = excepthook
-
-import copy
-import ctypes
-import dataclasses
-import gc
-import math
-import platform
-import re
-import resource
-import subprocess
-import time
-import uuid
+"""GPT-2 speedrun trainer, read top to bottom. Defaults: the 8xH100 FineWeb track, upstream's techniques to its 2025-01-04
+record (3.4 min there; not yet run on 8 GPUs here), 1390 steps toward 3.28 val loss; --track=cpu_shakespeare: the CPU
+record. Runs on 1..8 GPUs, nodes or a CPU; --name=value overrides; logs/<uuid>.txt embeds this source to reproduce a run."""
+import copy, ctypes, dataclasses, gc, math, os, platform, re, resource, signal, subprocess, sys, time, uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from glob import glob
@@ -46,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.benchmark
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -55,7 +22,6 @@ BLOCK = 128  # FlexAttention's block size; attention windows are whole blocks
 
 # -----------------------------------------------------------------------------
 # Hyperparameters: the defaults are the 8xH100 FineWeb track's; a track preset overrides some.
-
 @dataclass
 class Hyperparameters:
     track: str = "8xh100_fineweb"
@@ -85,7 +51,6 @@ class Hyperparameters:
     muon_momentum: float = 0.95
     muon_momentum_warmup_steps: int = 300  # momentum ramps 0.85 -> muon_momentum
     val_loss_every: int = 125  # 0 = only at the end (never at step 0: it is ln(vocab_size) there)
-    sample_tokens: int = 0  # generate this many tokens at the end
     seed: int = 0  # 0 = a fresh seed each run (logged), so repeated runs measure the spread
     compile: bool = True
     threads: int = 0  # CPU threads per process; 0 = the cores divided among local ranks
@@ -101,14 +66,13 @@ TRACKS = {
         batch_size=2048, device_batch_size=2048, seq_len=128,
         num_layers=4, model_dim=128, num_heads=2, num_value_embeds=1, logit_softcap=0.0, head_cutoffs="2048,8192",
         num_iterations=470, cooldown_frac=0.5, muon_lr=0.04, val_loss_every=94,
-        muon_momentum_warmup_steps=30, compile=True, dtype="float32", sample_tokens=100),
+        muon_momentum_warmup_steps=30, compile=True, dtype="float32"),
 }
 
 def parse_args(argv):
     """--track=NAME picks a preset, then every --name=value overrides one field."""
-    for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
-            sys.exit(f"train_gpt.py: arguments look like --name=value, got {arg!r}")
+    if bad := [arg for arg in argv if not arg.startswith("--") or "=" not in arg]:
+        sys.exit(f"train_gpt.py: arguments look like --name=value, got {bad[0]!r}")
     overrides = dict(arg[2:].split("=", 1) for arg in argv)
     track = overrides.pop("track", Hyperparameters.track)
     if track not in TRACKS:
@@ -129,13 +93,12 @@ def parse_args(argv):
     return h
 
 def validate(h, overrides=()):
-    """Stops with one line naming the hyperparameter out of its range, and the range. A rule on two values
-    blames the first of them that was overridden (a preset's values agree with each other)."""
+    """Stops with one line naming the value out of range; a rule on two blames the one overridden (presets agree)."""
     cutoffs = h.head_cutoffs.split(",") if h.head_cutoffs else []
     ints = [int(c) for c in cutoffs if c.isdigit()]
     rules = [((name,), getattr(h, name) >= 1, ">= 1") for name in ("num_iterations", "seq_len", "num_layers")]
     rules += [((name,), getattr(h, name) >= 0, ">= 0 (0 = off, every val token, or fresh)") for name in (
-        "val_tokens", "val_loss_every", "sample_tokens", "threads", "muon_momentum_warmup_steps", "seed")]
+        "val_tokens", "val_loss_every", "threads", "muon_momentum_warmup_steps", "seed")]
     rules += [((name,), math.isfinite(getattr(h, name)) and getattr(h, name) >= 0, "a finite number >= 0") for name in (
         "embed_lr", "head_lr", "scalar_lr", "muon_lr", "logit_softcap", "peak_flops")]
     rules += [
@@ -154,7 +117,6 @@ def validate(h, overrides=()):
          f"increasing ranks in (0, vocab_size={h.vocab_size}), comma-separated; '' = full softmax"),
         (("cooldown_frac",), 0 <= h.cooldown_frac <= 1, "in [0, 1]"),
         (("muon_momentum",), 0 <= h.muon_momentum < 1, "in [0, 1)"),
-        (("sample_tokens", "seq_len"), h.sample_tokens < h.seq_len, f"sample_tokens={h.sample_tokens} < seq_len={h.seq_len} (the sample is one row)"),
         (("dtype",), h.dtype in ("float32", "bfloat16"), "float32 or bfloat16")]
     for names, ok, valid in rules:
         if not ok:
@@ -163,7 +125,6 @@ def validate(h, overrides=()):
 
 # -----------------------------------------------------------------------------
 # Muon: MomentUm Orthogonalized by Newton-Schulz (Jordan et al., 2024)
-
 def zeropower_via_newtonschulz5(G, steps=5, dtype=torch.bfloat16):
     """Approximately replace G = USV^T by UV^T. The quintic's coefficients trade exactness for speed: after 5
     steps the singular values lie in about [0.7, 1.2], which trains as well as exact orthogonalization."""
@@ -178,10 +139,8 @@ def zeropower_via_newtonschulz5(G, steps=5, dtype=torch.bfloat16):
     return X.T if tall else X
 
 class Muon(torch.optim.Optimizer):
-    """SGD-momentum with Nesterov, each 2-D update orthogonalized. Rank r orthogonalizes matrices r, r + world_size,
-    ... of each group, then all ranks gather them. A group is one shape up to transposition (the same Newton-Schulz
-    cost): at 8 GPUs the MLPs' 24 matrices are 3 per rank; by exact shape ranks 0-3 had 4, ranks 4-7 2."""
-
+    """SGD-momentum with Nesterov, each 2-D update orthogonalized; rank r does matrices r, r + world_size, ... of a group
+    (one shape up to transposition: at 8 GPUs the MLPs' 24 are 3 per rank, not 4 or 2), then all ranks gather them."""
     def __init__(self, params, lr, momentum, ns_dtype=torch.bfloat16, rank=0, world_size=1, compile=False):
         params = list(params)
         shapes = sorted({tuple(sorted(p.shape)) for p in params})
@@ -191,7 +150,6 @@ class Muon(torch.optim.Optimizer):
         self.orthogonalize = torch.compile(zeropower_via_newtonschulz5) if compile else zeropower_via_newtonschulz5
         for p in params:  # allocated once, not at every step
             self.state[p]["momentum_buffer"] = torch.zeros_like(p)
-
     @torch.no_grad()
     def step(self):
         pending = []
@@ -221,7 +179,6 @@ class Muon(torch.optim.Optimizer):
 
 # -----------------------------------------------------------------------------
 # Model
-
 def norm(x):
     return F.rms_norm(x, (x.size(-1),))  # parameter-free RMSNorm
 
@@ -230,7 +187,6 @@ class CastedLinear(nn.Linear):  # fp32 master weights, matmul in the activations
         super().__init__(in_features, out_features, bias=False)
         if zero_init:  # output projections start at 0, so each block starts as the identity
             self.weight.data.zero_()
-
     def forward(self, x):
         return F.linear(x, self.weight.type_as(x))
 
@@ -241,16 +197,13 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
-
     def forward(self, x):  # x: (B, T, num_heads, head_dim)
-        T = x.size(1)
-        cos, sin = self.cos[:, :T].type_as(x), self.sin[:, :T].type_as(x)
+        cos, sin = self.cos[:, :x.size(1)].type_as(x), self.sin[:, :x.size(1)].type_as(x)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 def document_window_mask(docs, window):
-    """mask_mod: query q of row b sees key k iff k <= q, both lie in one document (docs[b, t]: documents begun by t),
-    and k's block is less than window / BLOCK blocks before q's. Packed rows need no padding."""
+    """mask_mod: q sees k iff k <= q, one document (docs[b, t]: documents begun by t), k's block < window / BLOCK back."""
     def mask_mod(b, h, q, k):
         return (k <= q) & (docs[b, q] == docs[b, k]) & (q // BLOCK - k // BLOCK < window // BLOCK)
     return mask_mod
@@ -260,9 +213,8 @@ def ordered(blocks):
     return blocks.sum(-1, dtype=torch.int32)[:, None], torch.argsort(blocks.int(), dim=-1, descending=True, stable=True).int()[:, None]
 
 def block_mask(docs, window):
-    """The BlockMask from per-block document bounds, as upstream from 2024-12-08: query block i sees the key blocks
-    in (i - window / BLOCK, i] that share a document with it; those inside one document, below the diagonal, are
-    "full" and skip the mask_mod. The T x T mask is never evaluated (94% of a 64K row's causal blocks are out)."""
+    """From per-block document bounds (upstream from 2024-12-08), never the T x T mask: query block i sees key blocks in
+    (i - window / BLOCK, i] sharing a document; those inside one, below the diagonal, are "full" (no mask_mod)."""
     B, T = docs.shape
     n = -(-T // BLOCK)
     padded = torch.cat([docs, docs[:, -1:].expand(B, n * BLOCK - T)], dim=1)
@@ -290,9 +242,7 @@ class CausalSelfAttention(nn.Module):
         dim, self.num_heads, self.rotary = h.model_dim, h.num_heads, rotary
         self.q, self.k, self.v = (CastedLinear(dim, dim) for _ in range(3))  # separate for Muon
         self.proj = CastedLinear(dim, dim, zero_init=True)
-        # how much of the value embedding joins the values: 0 at init, like the zero-init projections
-        self.ve_gate = nn.Parameter(torch.tensor(0.0)) if value_embed else None
-
+        self.ve_gate = nn.Parameter(torch.tensor(0.0)) if value_embed else None  # the value embedding's share: 0 at init
     def forward(self, x, ve, mask):
         B, T, C = x.shape
         q, k, v = (lin(x).view(B, T, self.num_heads, -1) for lin in (self.q, self.k, self.v))
@@ -309,7 +259,6 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = CastedLinear(h.model_dim, 4 * h.model_dim)
         self.proj = CastedLinear(4 * h.model_dim, h.model_dim, zero_init=True)
-
     def forward(self, x):
         return self.proj(F.relu(self.fc(x)).square())  # ReLU^2 (So et al., 2021)
 
@@ -319,17 +268,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(h, rotary, value_embed)
         self.mlp = MLP(h)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # learned mix of the embedding x0
-
     def forward(self, x, ve, x0, mask):
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         x = x + self.attn(norm(x), ve, mask)
         return x + self.mlp(norm(x))
 
 class AdaptiveSoftmax(nn.Module):
-    """An exact distribution over all vocab_size ids (Grave et al., 2017). Ids are ranked by training frequency; ranks
-    below cutoffs[0] get a logit each, each later band one logit there times a softmax of its own, from a projection
-    div_value times narrower per band, run only for the tokens whose targets are in it. No cutoffs: the full softmax."""
-
+    """Exact over all ids (Grave et al., 2017): ranks (by training frequency) below cutoffs[0] get a logit each, each later
+    band one logit there times its own softmax, div_value times narrower per band, run only where targets fall in it."""
     def __init__(self, h, div_value=4):
         super().__init__()
         dim, cutoffs = h.model_dim, [int(c) for c in h.head_cutoffs.split(",") if c]
@@ -341,18 +287,13 @@ class AdaptiveSoftmax(nn.Module):
             for i, (lo, hi) in enumerate(zip(self.bounds[1:-1], self.bounds[2:])))
         self.register_buffer("rank_of", torch.arange(h.vocab_size))  # id -> frequency rank
         self.band_shares = [1.0] * len(cutoffs)  # each band's share of the training targets
-
     def rank_by(self, counts):
         order = np.argsort(-counts, kind="stable")
         self.rank_of[torch.from_numpy(order)] = torch.arange(len(order))
         self.band_shares = [counts[order[lo:hi]].sum() / counts.sum() for lo, hi in zip(self.bounds[1:-1], self.bounds[2:])]
-
-    def logits(self, layer, x):
+    def logits(self, layer, x):  # tanh softcap (Gemma 2)
         logits = layer(x).float()
-        if self.softcap:  # tanh softcap (Gemma 2)
-            logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits
-
+        return self.softcap * torch.tanh(logits / self.softcap) if self.softcap else logits
     def forward(self, x, targets):
         """Summed -log p(target). F.cross_entropy's backward is elementwise; log_softmax.gather's zeroes a logits-sized buffer."""
         if not self.tails:
@@ -367,13 +308,6 @@ class AdaptiveSoftmax(nn.Module):
             logp = logp.index_add(0, rows, F.log_softmax(self.logits(tail, x[rows]), dim=-1).gather(1, within).squeeze(1))
         return -logp.sum()
 
-    def all_log_probs(self, x):
-        """log p of every id, in id order (for sampling)."""
-        head, c = F.log_softmax(self.logits(self.head, x), dim=-1), self.bounds[1]
-        by_rank = torch.cat([head[:, :c]] + [head[:, c + i, None] + F.log_softmax(self.logits(tail, x), dim=-1)
-                                             for i, tail in enumerate(self.tails)], dim=1)
-        return by_rank[:, self.rank_of]
-
 class GPT(nn.Module):
     def __init__(self, h):
         super().__init__()
@@ -382,15 +316,12 @@ class GPT(nn.Module):
         L, n = h.num_layers, h.num_value_embeds
         rotary = Rotary(h.model_dim // h.num_heads, h.seq_len)  # one table, shared by the layers
         self.blocks = nn.ModuleList(Block(h, rotary, i < n or i >= L - n) for i in range(L))
-        # U-net: the output of block i (first half) is added, weighted, into block L-1-i (second half)
-        self.skip_weights = nn.Parameter(torch.ones(L // 2))
+        self.skip_weights = nn.Parameter(torch.ones(L // 2))  # U-net: block i's output joins block L-1-i, weighted
         self.lm_head = AdaptiveSoftmax(h)  # untied from embed
         # Value embeddings (upstream's 2024-12 records, after Zhou et al.'s value residual): tables joining the values
         # of the first n layers and, in the same order, the last n. Made last: other weights draw the same.
         self.value_embeds = nn.ModuleList(nn.Embedding(h.vocab_size, h.model_dim) for _ in range(n))
-
-    def forward(self, idx, window, targets=None):
-        """The summed loss over the targets (callers divide); without targets, every id's log-probability everywhere."""
+    def forward(self, idx, window, targets):  # the summed loss over the targets (callers divide)
         mask = attention_mask(idx, self.bos_id, window)
         x = x0 = norm(self.embed(idx).to(self.dtype))
         skips, num_skips, L = [], len(self.skip_weights), len(self.blocks)
@@ -402,14 +333,10 @@ class GPT(nn.Module):
             x = block(x, ve[i], x0, mask)
             if i < num_skips:
                 skips.append(x)
-        x = norm(x).flatten(0, 1)
-        if targets is None:
-            return self.lm_head.all_log_probs(x).view(*idx.shape, -1)
-        return self.lm_head(x, targets.reshape(-1))
+        return self.lm_head(norm(x).flatten(0, 1), targets.reshape(-1))
 
 # -----------------------------------------------------------------------------
 # Data: llm.c shards, 256 int32 header (magic 20240520, version 1, token count) then uint16 tokens
-
 def data_command(pattern):
     commands = dict(shakespeare="python data/shakespeare.py", fineweb="python data/cached_fineweb10B.py")
     return next((c for k, c in commands.items() if k in pattern), "python data/fineweb.py <your text files>")
@@ -442,9 +369,7 @@ def find_shards(pattern, h):
     return files, [check_shard(f, h) for f in files]
 
 class DataLoader:
-    """batch(step): that step's batch_size + 1 tokens (inputs; targets shifted by one), from the shards in order,
-    wrapping around. Every rank gets it all and uses its rows: the world size changes nothing."""
-
+    """batch(step): its batch_size + 1 tokens, shards in order, wrapping; each rank takes its rows of the whole batch."""
     def __init__(self, h):
         self.files, sizes = find_shards(h.train_files, h)
         self.batch_size, self.batches = h.batch_size, [(n - 1) // h.batch_size for n in sizes]  # per shard
@@ -452,7 +377,6 @@ class DataLoader:
             sys.exit(f"train_gpt.py: {self.files[sizes.index(min(sizes))]} has {min(sizes)} tokens, "
                      f"fewer than one step of batch_size = {h.batch_size}")
         self.shard = None
-
     def batch(self, step):
         shard, i = 0, step % sum(self.batches)
         while i >= self.batches[shard]:
@@ -474,8 +398,7 @@ def load_val_tokens(h):
 
 @torch.no_grad()
 def evaluate(run, tokens):
-    """Mean loss over every next-token prediction in `tokens`, cut into seq_len windows (the last may be
-    shorter) dealt round-robin to the ranks: independent of the world size up to float summation order."""
+    """Mean loss over every prediction in `tokens`, in seq_len windows (the last may be shorter) dealt to the ranks."""
     h = run.h
     n, T, B = len(tokens) - 1, h.seq_len, max(1, h.device_batch_size // h.seq_len)
     starts = list(range(0, n, T))[run.rank::run.world_size]
@@ -491,8 +414,7 @@ def evaluate(run, tokens):
     return loss_sum.item() / n
 
 # -----------------------------------------------------------------------------
-# Schedules, measurement, sampling
-
+# Schedules and measurement
 def lr_multiplier(step, h):
     """Trapezoid: linear warmup, constant, then linear cooldown to 0 (Hagele et al., 2024)."""
     cooldown_steps = max(1, int(h.cooldown_frac * h.num_iterations))
@@ -501,8 +423,7 @@ def lr_multiplier(step, h):
     return min(1.0, (h.num_iterations - step) / cooldown_steps)
 
 def window_size(step, h):
-    """Window warmup (upstream's 2024-11-24 record): short, cheap windows early, when the model uses little context
-    anyway. Whole blocks, each count for an equal share of the steps."""
+    """Window warmup (upstream's 2024-11-24 record): cheap windows early, when little context is used; whole blocks."""
     lo, hi = h.window_min // BLOCK, h.window_max // BLOCK
     return BLOCK * min(hi, lo + (hi - lo + 1) * step // h.num_iterations)
 
@@ -511,9 +432,8 @@ def muon_momentum(step, h):
     return (1 - frac) * 0.85 + frac * h.muon_momentum
 
 def flops_per_token(model, h):
-    """Training FLOPs per token (PaLM, appendix B): 6 per matmul weight, plus 12 * layers * dim * context for
-    attention, context = the mean window, whose whole blocks FlexAttention computes (documents cut what it
-    keeps; not counted). Embeddings are lookups; an adaptive softmax band counts by its share of the targets."""
+    """Training FLOPs per token (PaLM, appendix B): 6 per matmul weight (a softmax band by its share of targets), plus
+    12 * layers * dim * the mean window for attention (document cuts not counted). Embeddings are lookups."""
     embeds = [model.embed, *model.value_embeds]
     matmul_params = sum(p.numel() for p in model.parameters() if p.ndim == 2) - sum(e.weight.numel() for e in embeds)
     for share, tail in zip(model.lm_head.band_shares, model.lm_head.tails):
@@ -522,73 +442,48 @@ def flops_per_token(model, h):
     return round(6 * matmul_params + 12 * h.num_layers * h.model_dim * context)
 
 def keep_freed_memory():
-    """glibc returns freed buffers over a threshold to the OS and page-faults them back at their next use,
-    and a step frees and reallocates the same buffers each time: raising the mmap (-3) and trim (-1)
-    thresholds to 1 GiB keeps them (1.24-1.30x the tokens/s on the CPU track)."""
+    """glibc returns big freed buffers to the OS and page-faults them back at their next use, every step: raising the
+    mmap (-3) and trim (-1) thresholds to 1 GiB keeps them (1.24-1.30x the tokens/s on the CPU track)."""
     if platform.libc_ver()[0] == "glibc":
         for option in (-3, -1):
             ctypes.CDLL("libc.so.6").mallopt(option, 1 << 30)
 
-def cpu_name():
-    """The CPU's model and its bf16 matmul units (AVX512-BF16, AMX), from /proc/cpuinfo on Linux."""
+def cpu_name():  # the CPU's model and its bf16 matmul units (AVX512-BF16, AMX), from /proc/cpuinfo on Linux
     info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     name = re.search(r"^model name\s*: (.*)$", info, re.M)
-    units = [f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in info]
-    return f"{name[1] if name else platform.machine()}; bf16 units: {' '.join(units) or 'none'}"
+    units = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in info) or "none"
+    return f"{name[1] if name else platform.machine()}; bf16 units: {units}"
 
 # Datasheet dense bf16 peaks (no sparsity), by a part of the GPU's name; the first that matches wins
 PEAK_FLOPS = {"H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
               "L40S": 362e12, "RTX 4090": 165e12}
 
-def peak_flops(h, dtype, device, sync, n=2048, iters=8):
+def peak_flops(h, dtype, device, n=2048, iters=8):
     """Per-device peak FLOP/s for MFU and its source: given, a datasheet, or else measured (reads below a datasheet)."""
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     if h.peak_flops:
         return h.peak_flops, "given"
-    for name, peak in PEAK_FLOPS.items():
-        if name in gpu:
-            return peak, f"{name} datasheet"
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    a @ a
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        a @ a
-    sync()
-    return 2 * n ** 3 * iters / (time.perf_counter() - t0), f"measured, {n}^3 {h.dtype} matmul"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    if name := next((name for name in PEAK_FLOPS if name in gpu), None):
+        return PEAK_FLOPS[name], f"{name} datasheet"
+    timer = torch.utils.benchmark.Timer("a @ a", globals=dict(a=torch.randn(n, n, device=device, dtype=dtype)),
+                                        num_threads=torch.get_num_threads())  # warms up; syncs a GPU
+    return 2 * n ** 3 / timer.timeit(iters).mean, f"measured, {n}^3 {h.dtype} matmul"
 
 def memory_estimate(h, num_params, tokens):
-    """Peak bytes of a step of `tokens` tokens per forward (README reads them off the 12-layer model): 16 per parameter
-    (fp32 weight, grad, optimizer state), 32 per token, layer and model dim (bf16 activations), 4 per token and vocab
-    id (bf16 logits and their gradient)."""
+    """Peak bytes of a step, `tokens` per forward: 16 per parameter (fp32 weight, grad, state), 32 per token, layer
+    and model dim (bf16 activations), 4 per token and vocab id (bf16 logits and their gradient)."""
     return 16 * num_params + tokens * (32 * h.num_layers * h.model_dim + 4 * h.vocab_size)
 
 def fit_to_memory(h, num_params, gpu_bytes):
-    """(seq_len, device_batch_size), halved until the estimate fits 80% of gpu_bytes: first fewer rows per
-    forward, then shorter rows (a document crossing a row's end loses its context there). A step still
-    trains on batch_size tokens, in more micro-steps."""
+    """(seq_len, device_batch_size) halved, rows per forward first, to fit 80% of gpu_bytes; steps keep batch_size."""
     seq_len, tokens = h.seq_len, h.device_batch_size
     while memory_estimate(h, num_params, tokens) > 0.8 * gpu_bytes and tokens >= 2 * max(BLOCK, h.window_max):
         tokens //= 2
         seq_len = min(seq_len, tokens)
     return seq_len, tokens
 
-@torch.no_grad()
-def sample(run, num_tokens, top_k=50):
-    """Top-k sampling from bos_id (a new document); returns token ids. Every forward is one row of the same
-    length, so compiled attention compiles once: causal attention makes the positions after t irrelevant to t."""
-    h = run.h
-    generator = torch.Generator(run.device).manual_seed(h.seed)
-    idx = torch.full((1, min(h.seq_len, BLOCK * math.ceil((num_tokens + 1) / BLOCK))), h.bos_id, device=run.device)
-    for t in range(num_tokens):
-        logits = run.model(idx, run.windows[h.window_max])[0, t, :50257]  # the padded ids are never real tokens
-        values, indices = logits.topk(top_k)
-        idx[0, t + 1] = indices[torch.multinomial(F.softmax(values, dim=-1), 1, generator=generator)]
-    return idx[0, 1:num_tokens + 1].tolist()
-
 # -----------------------------------------------------------------------------
 # Training: set-up, one step, the loop, the report
-
 def init_process(h):
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()
@@ -603,9 +498,8 @@ def init_process(h):
     return rank, world_size, device
 
 def split_batch(h, world_size):
-    """A step's rows of seq_len tokens, dealt as evenly as possible to world_size ranks x grad_accum_steps
-    micro-steps of <= device_batch_size tokens: slot k (micro-step k // world_size, rank k % world_size)
-    gets rows bounds[k]:bounds[k + 1]. Any world size trains on the same tokens."""
+    """A step's rows, dealt evenly to world_size x grad_accum_steps slots of <= device_batch_size tokens: slot k
+    (micro-step k // world_size, rank k % world_size) gets rows bounds[k]:bounds[k + 1]."""
     num_rows = h.batch_size // h.seq_len
     grad_accum_steps = math.ceil(num_rows / (world_size * (h.device_batch_size // h.seq_len)))
     slots = world_size * grad_accum_steps
@@ -637,28 +531,24 @@ def set_schedules(optimizers, step, h):
 
 class Log:
     """log(msg): rank 0 writes msg to logs/<run_id>.txt (which starts with this source), line-buffered, then prints it."""
-
     def __init__(self, master, run_id):
-        self.path, self.file = f"logs/{run_id}.txt", None
-        if master:
-            self.write(f"{RULER}\n{code}{RULER}\n")
-
-    def write(self, text):  # the first write creates the file
+        self.path, self.master, self.file = f"logs/{run_id}.txt", master, None
+        self(f"{RULER}\n{code}{RULER}", echo=False)
+    def __call__(self, msg, echo=True):
+        if not self.master:
+            return
         try:
-            if self.file is None:
+            if self.file is None:  # the first line creates the file
                 os.makedirs("logs", exist_ok=True)
                 self.file = open(self.path, "w", buffering=1)
-            self.file.write(text)
+            self.file.write(msg + "\n")
         except OSError as e:
             sys.exit(f"train_gpt.py: cannot write {self.path}: {e.strerror}; run where logs/ can be written")
-
-    def __call__(self, msg):
-        if self.file is not None:
-            self.write(msg + "\n")
+        if echo:
             print(msg, flush=True)
 
 def warm_up(run):
-    """With torch.compile, 3 steps compile before the timed loop, then are undone exactly: compiling is not training."""
+    """With torch.compile, 3 steps compile before the timed loop, then are undone: compiling is not training."""
     if not run.h.compile:
         return
     objs = [run.model, *run.optimizers.values()]
@@ -669,19 +559,15 @@ def warm_up(run):
         obj.load_state_dict(state)
 
 def train_step(run, step):
-    """One optimizer step. Returns [summed train loss, grad norm] on the host and, on CUDA, the event after which
-    they are there: nothing here waits for the GPU."""
+    """One optimizer step: [summed train loss, grad norm] on the host and, on CUDA, the event after which they are there."""
     h, T = run.h, run.h.seq_len
     set_schedules(run.optimizers, step, h)
     tokens, train_loss = run.loader.batch(step), torch.zeros((), device=run.device)
     for micro_step in range(run.grad_accum_steps):
         k = micro_step * run.world_size + run.rank
         buf = torch.from_numpy(tokens[run.bounds[k] * T:run.bounds[k + 1] * T + 1].astype(np.int64))
-        if run.device.type == "cuda":
-            buf = buf.pin_memory()  # what an asynchronous copy needs
-        buf = buf.to(run.device, non_blocking=True)
-        last_micro = micro_step == run.grad_accum_steps - 1
-        with run.ddp_model.no_sync() if run.world_size > 1 and not last_micro else nullcontext():
+        buf = (buf.pin_memory() if run.device.type == "cuda" else buf).to(run.device, non_blocking=True)  # pinned: async
+        with run.ddp_model.no_sync() if run.world_size > 1 and micro_step < run.grad_accum_steps - 1 else nullcontext():
             loss = run.ddp_model(buf[:-1].view(-1, T), run.windows[window_size(step, h)], buf[1:].view(-1, T))
             # DDP averages over ranks, so this makes the gradient the mean over the step's tokens
             (loss * run.world_size / h.batch_size).backward()
@@ -692,17 +578,15 @@ def train_step(run, step):
     for opt in run.optimizers.values():
         opt.step()
     run.model.zero_grad(set_to_none=True)
-    stats = torch.stack([train_loss, grad_norm])
-    if run.device.type != "cuda":
-        return stats, None
-    stats, done = stats.to("cpu", non_blocking=True), torch.cuda.Event()
-    done.record()
+    stats, done = torch.stack([train_loss, grad_norm]), None
+    if run.device.type == "cuda":
+        stats, done = stats.to("cpu", non_blocking=True), torch.cuda.Event()
+        done.record()
     return stats, done
 
 def train_loop(run, val_tokens, log):
-    """Returns the final val loss and the training time in ms: over each stretch of steps between evaluations,
-    the time from a sync before its first step to a sync after its last. On CUDA step N's line is written once
-    step N + 1 is queued, so the GPU never waits for the host. Ctrl-C or SIGTERM logs where it stopped."""
+    """Final val loss and training ms: per stretch between evaluations, from a sync before it to a sync after. On CUDA
+    step N is logged once step N + 1 is queued, so the GPU never waits for the host. Ctrl-C or SIGTERM logs the stop."""
     h, step, train_ms = run.h, 0, 0.0
     logged, pending = (0, 0.0), []  # the last step logged and its time; steps queued, not logged yet
 
@@ -710,8 +594,7 @@ def train_loop(run, val_tokens, log):
         nonlocal logged
         if done is not None:
             done.synchronize()  # waits for this step's work only: the GPU goes on with the next
-        if ms is None:
-            ms = train_ms + 1000 * (time.perf_counter() - t0)
+        ms = train_ms + 1000 * (time.perf_counter() - t0) if ms is None else ms
         train_loss, grad_norm = stats[0].item() / h.batch_size, stats[1].item()
         log(f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr_multiplier(step - 1, h) * h.muon_lr:.5f}"
             f" grad_norm:{grad_norm:.4f} train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
@@ -755,15 +638,6 @@ def report(run, log, val_loss, train_ms, total_peak):
     log(f"peak_memory:{peak_mem // 2**20}MiB tokens_seen:{h.num_iterations * h.batch_size} "
         f"tokens_per_s:{tokens_per_s:.0f} mfu:{100 * mfu:.2f}%")
     log(f"final_val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms")
-    if run.rank == 0 and h.sample_tokens:
-        try:
-            sys.path.insert(0, "data")
-            from tokenizer import get_gpt2_encoding
-            encoding = get_gpt2_encoding()
-        except Exception as e:  # the run is done and logged; a missing tokenizer must not fail it
-            log(f"sample skipped: no GPT-2 tokenizer ({type(e).__name__}); run: python data/tokenizer.py")
-            return
-        log("sample: " + encoding.decode(sample(run, h.sample_tokens)))
 
 def main():
     h = parse_args(sys.argv[1:])
@@ -785,17 +659,15 @@ def main():
         model.lm_head.rank_by(sum(np.bincount(load_tokens(f), minlength=h.vocab_size) for f in loader.files))
     model = model.to(device)
     compiled = torch.compile(model) if h.compile else model
-    ddp_model = compiled
-    if world_size > 1:  # the buffers (rotary, id ranks) are the same on every rank; gradients live in DDP's buckets
-        ddp_model = DDP(compiled, device_ids=[device.index] if cuda else None, forward_sync_buffers=False,
-                        gradient_as_bucket_view=True)
+    ddp_model = DDP(compiled, device_ids=[device.index] if cuda else None, forward_sync_buffers=False,  # buffers agree
+                    gradient_as_bucket_view=True) if world_size > 1 else compiled  # gradients live in DDP's buckets
     # What a step and an evaluation read; a window tensor per size: a new value neither recompiles nor copies to the GPU
     run = SimpleNamespace(h=h, model=model, compiled=compiled, ddp_model=ddp_model, loader=loader, rank=rank,
                           world_size=world_size, device=device, grad_accum_steps=grad_accum_steps, bounds=bounds,
                           optimizers=build_optimizers(h, model, rank, world_size), sync=torch.cuda.synchronize if cuda else lambda: None,
                           windows={w: torch.tensor(w, device=device) for w in range(BLOCK, h.window_max + 1, BLOCK)})
     warm_up(run)
-    peak, peak_source = peak_flops(h, model.dtype, device, run.sync)
+    peak, peak_source = peak_flops(h, model.dtype, device)
     log(f"python:{platform.python_version()} torch:{torch.__version__} device:{device.type} "
         f"({torch.cuda.get_device_name(device) if cuda else cpu_name()}) world_size:{world_size} "
         f"grad_accum_steps:{grad_accum_steps} threads:{torch.get_num_threads()} dtype:{h.dtype}")
@@ -813,17 +685,16 @@ def main():
         del run, ddp_model  # the reducer must go before the process group, or gloo aborts at exit (torch 2.13)
         gc.collect()
         dist.destroy_process_group()
-        # Even so, gloo's threads aborted 1 of 38 CPU runs at interpreter exit: the run is logged, skip that.
-        sys.stdout.flush()
+        sys.stdout.flush()  # even so, gloo's threads aborted 1 of 38 CPU runs at exit: the run is logged, skip that
         os._exit(0)
 
+def on_signal(signum, frame):  # SIGTERM (what schedulers and `timeout` send) stops a run as Ctrl-C does
+    raise KeyboardInterrupt(signum)
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         main()
     except KeyboardInterrupt as e:  # outside the training loop, which logs its own
-        excepthook(KeyboardInterrupt, e, None)
-    except RuntimeError as e:  # gloo's or NCCL's error when another rank died: one line, not a traceback per rank
-        if not re.search(r"gloo|NCCL|peer", str(e)):
-            raise
-        sys.stderr.write(f"train_gpt.py: rank {os.environ.get('RANK')}: lost another rank ({str(e).splitlines()[0][:160]})\n")
-        os._exit(1)
+        sys.stderr.write("train_gpt.py: interrupted\n")
+        os._exit(128 + (e.args[0] if e.args else signal.SIGINT))

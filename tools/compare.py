@@ -98,7 +98,8 @@ def run_once(words, seed, workdir, tail_lines=5):
 def freeze(folder, arms, results, table, base, workdir="."):
     """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
-    arm with that source, which holds fork.diff from base's; MANIFEST.sha256 over the logs; README.md with
+    arm with that source, which holds fork.diff from base's (or the stored arm folder the arm ran, if it
+    has that source: a fork is stored once); MANIFEST.sha256 over the logs; README.md with
     the table; compare.png.
     base and the arms' scripts are relative to workdir. Raises ForkError, writing nothing, if the
     runs of an arm embed different sources."""
@@ -115,10 +116,12 @@ def freeze(folder, arms, results, table, base, workdir="."):
         runs = results.get(name, [])
         for r in runs:
             shutil.copyfile(r["log"], os.path.join(adir, os.path.basename(r["log"])))
+        given = forks.name_in(os.path.join(workdir, words[0]), root)
         if not runs:
-            script = forks.name_in(os.path.join(workdir, words[0]), root)
-        elif runs[0]["source"] not in scripts:  # the first arm of a new source holds its diff
-            script = scripts[runs[0]["source"]] = forks.write_fork(adir, root, base, runs[0]["source"])
+            script = given
+        elif runs[0]["source"] not in scripts:  # a stored arm folder is named, else this arm holds the diff
+            stored = os.path.isdir(os.path.join(root, given)) and forks.source(given, root) == runs[0]["source"]
+            script = scripts[runs[0]["source"]] = given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
         else:
             script = scripts[runs[0]["source"]]
         lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")

@@ -39,6 +39,7 @@ class Hyperparameters:
     num_value_embeds: int = 3  # tables for the first and, in reverse, the last layers' attention values
     window_min: int = 128  # the attention window grows linearly from this many tokens at step 0 ...
     window_max: int = 1792  # ... to this many at the end
+    activation: str = "relu2"  # of the MLP: relu2 or relugtz (gated, 4 learned scalars per layer)
     logit_softcap: float = 15.0  # tanh cap on the logits: 15 beat 30 upstream (3.57 -> 3.4 min); 0 = off
     head_cutoffs: str = ""  # frequency-rank cutoffs of an adaptive softmax, e.g. "2048,8192"; "" = full softmax
     num_iterations: int = 1390
@@ -59,14 +60,14 @@ class Hyperparameters:
 
 TRACKS = {
     "8xh100_fineweb": dict(),
-    # 2 CPU threads; records/cpu_shakespeare/ measures each choice (adaptive softmax, fp32, value embeds, compile)
+    # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice (adaptive softmax to batch 4096)
     "cpu_shakespeare": dict(
         train_files="data/shakespeare/shakespeare_train_*.bin",
         val_files="data/shakespeare/shakespeare_val_*.bin", val_tokens=0,
-        batch_size=2048, device_batch_size=2048, seq_len=128,
+        batch_size=4096, device_batch_size=4096, seq_len=128, activation="relugtz",
         num_layers=4, model_dim=128, num_heads=2, num_value_embeds=1, logit_softcap=0.0, head_cutoffs="2048,8192",
-        num_iterations=470, cooldown_frac=0.5, muon_lr=0.04, val_loss_every=94,
-        muon_momentum_warmup_steps=30, compile=True, dtype="float32"),
+        num_iterations=220, cooldown_frac=0.5, muon_lr=0.02, val_loss_every=44,
+        muon_momentum_warmup_steps=15, compile=True, dtype="float32"),
 }
 
 def parse_args(argv):
@@ -117,6 +118,7 @@ def validate(h, overrides=()):
          f"increasing ranks in (0, vocab_size={h.vocab_size}), comma-separated; '' = full softmax"),
         (("cooldown_frac",), 0 <= h.cooldown_frac <= 1, "in [0, 1]"),
         (("muon_momentum",), 0 <= h.muon_momentum < 1, "in [0, 1)"),
+        (("activation",), h.activation in ("relu2", "relugtz"), "relu2 or relugtz"),
         (("dtype",), h.dtype in ("float32", "bfloat16"), "float32 or bfloat16")]
     for names, ok, valid in rules:
         if not ok:
@@ -257,10 +259,16 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, h):
         super().__init__()
-        self.fc = CastedLinear(h.model_dim, 4 * h.model_dim)
-        self.proj = CastedLinear(4 * h.model_dim, h.model_dim, zero_init=True)
+        gated = h.activation == "relugtz"
+        hidden = 8 * h.model_dim // 3 if gated else 4 * h.model_dim  # 3 x dim x hidden = 8 x dim^2: the same parameters
+        self.fc = CastedLinear(h.model_dim, 2 * hidden if gated else hidden)
+        self.proj = CastedLinear(hidden, h.model_dim, zero_init=True)
+        self.dprelu = nn.Parameter(torch.tensor([0.5, 0.9, 0.0, 0.0])) if gated else None  # ReLUGTz's alpha, beta, t, c
     def forward(self, x):
-        return self.proj(F.relu(self.fc(x)).square())  # ReLU^2 (So et al., 2021)
+        if self.dprelu is None:
+            return self.proj(F.relu(self.fc(x)).square())  # ReLU^2 (So et al., 2021)
+        (a, b), (alpha, beta, t, c) = self.fc(x).chunk(2, dim=-1), self.dprelu
+        return self.proj((beta * F.relu(a - t) - alpha * F.relu(t - a) + c) * b)
 
 class Block(nn.Module):
     def __init__(self, h, rotary, value_embed):
@@ -372,11 +380,10 @@ class DataLoader:
     """batch(step): its batch_size + 1 tokens, shards in order, wrapping; each rank takes its rows of the whole batch."""
     def __init__(self, h):
         self.files, sizes = find_shards(h.train_files, h)
-        self.batch_size, self.batches = h.batch_size, [(n - 1) // h.batch_size for n in sizes]  # per shard
+        self.batch_size, self.batches, self.shard = h.batch_size, [(n - 1) // h.batch_size for n in sizes], None  # per shard
         if min(self.batches) < 1:
             sys.exit(f"train_gpt.py: {self.files[sizes.index(min(sizes))]} has {min(sizes)} tokens, "
                      f"fewer than one step of batch_size = {h.batch_size}")
-        self.shard = None
     def batch(self, step):
         shard, i = 0, step % sum(self.batches)
         while i >= self.batches[shard]:
@@ -417,19 +424,14 @@ def evaluate(run, tokens):
 # Schedules and measurement
 def lr_multiplier(step, h):
     """Trapezoid: linear warmup, constant, then linear cooldown to 0 (Hagele et al., 2024)."""
-    cooldown_steps = max(1, int(h.cooldown_frac * h.num_iterations))
     if step < h.warmup_steps:
         return (step + 1) / h.warmup_steps
-    return min(1.0, (h.num_iterations - step) / cooldown_steps)
+    return min(1.0, (h.num_iterations - step) / max(1, int(h.cooldown_frac * h.num_iterations)))
 
 def window_size(step, h):
     """Window warmup (upstream's 2024-11-24 record): cheap windows early, when little context is used; whole blocks."""
     lo, hi = h.window_min // BLOCK, h.window_max // BLOCK
     return BLOCK * min(hi, lo + (hi - lo + 1) * step // h.num_iterations)
-
-def muon_momentum(step, h):
-    frac = min(1.0, step / h.muon_momentum_warmup_steps) if h.muon_momentum_warmup_steps else 1.0
-    return (1 - frac) * 0.85 + frac * h.muon_momentum
 
 def flops_per_token(model, h):
     """Training FLOPs per token (PaLM, appendix B): 6 per matmul weight (a softmax band by its share of targets), plus
@@ -488,10 +490,7 @@ def init_process(h):
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    else:
-        keep_freed_memory()
+    torch.cuda.set_device(device) if cuda else keep_freed_memory()
     torch.set_num_threads(h.threads or max(1, os.cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     if world_size > 1:
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
@@ -522,12 +521,13 @@ def build_optimizers(h, model, rank, world_size):
     return dict(adam=adam, muon=muon)
 
 def set_schedules(optimizers, step, h):
-    """The step's values: every lr follows the trapezoid; Muon's momentum warms up."""
+    """The step's values: every lr follows the trapezoid; Muon's momentum warms up from 0.85."""
     for opt in optimizers.values():
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * lr_multiplier(step, h)
+    frac = min(1.0, step / h.muon_momentum_warmup_steps) if h.muon_momentum_warmup_steps else 1.0
     for group in optimizers["muon"].param_groups:
-        group["momentum"] = muon_momentum(step, h)
+        group["momentum"] = (1 - frac) * 0.85 + frac * h.muon_momentum
 
 class Log:
     """log(msg): rank 0 writes msg to logs/<run_id>.txt (which starts with this source), line-buffered, then prints it."""

@@ -143,6 +143,31 @@ def test_value_embeddings_change_nothing_at_init():
     assert [b.attn.ve_gate is not None for b in one.blocks] == [True, False, False, True]
 
 
+def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
+    """ReLUGTz: (beta relu(a - t) - alpha relu(t - a) + c) * b with [a, b] = fc(x), hidden 8/3 x dim so the block
+    keeps ReLU^2's parameters (up to rounding and the 4 scalars); the scalars go to Adam, the matrices to Muon."""
+    h = tiny_hparams("--activation=relugtz")
+    mlp = train_gpt.MLP(h)
+    torch.nn.init.normal_(mlp.proj.weight, std=0.05)  # zero-init would make the output trivially 0
+    with torch.no_grad():
+        mlp.dprelu.copy_(torch.tensor([0.3, 1.2, 0.1, -0.2]))
+    x = torch.randn(5, h.model_dim)
+    a, b = (x @ mlp.fc.weight.T).chunk(2, dim=-1)
+    expected = ((1.2 * (a - 0.1).clamp(min=0) - 0.3 * (0.1 - a).clamp(min=0) - 0.2) * b) @ mlp.proj.weight.T
+    torch.testing.assert_close(mlp(x), expected)
+    relu2 = train_gpt.MLP(tiny_hparams("--activation=relu2"))
+    assert relu2.dprelu is None and relu2.fc.weight.shape == (4 * h.model_dim, h.model_dim)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert abs(n(mlp) - n(relu2)) <= 3 * h.model_dim + 4
+    mlp(x).sum().backward()
+    assert mlp.dprelu.grad.abs().min() > 0, "each of the four scalars learns"
+    model = train_gpt.GPT(h)
+    optimizers = train_gpt.build_optimizers(h, model, rank=0, world_size=1)
+    scalars = next(g["params"] for g in optimizers["adam"].param_groups if g["name"] == "scalars")
+    assert all(any(b.mlp.dprelu is p for p in scalars) for b in model.blocks)
+    assert all(p.ndim == 2 for g in optimizers["muon"].param_groups for p in g["params"])
+
+
 def test_muon_groups_transposed_shapes_together():
     """Newton-Schulz costs the same on (a, b) and (b, a): one group, so ranks share them evenly."""
     params = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(16, 64), (64, 16), (16, 64), (16, 16)]]

@@ -318,7 +318,7 @@ BAD_VALUES = dict(
     model_dim="8", num_heads="3", num_value_embeds="2", window_min="64", window_max="64", logit_softcap="inf",
     head_cutoffs="64,abc", num_iterations="0", warmup_steps="-1", cooldown_frac="1.5", embed_lr="nan",
     head_lr="-1", scalar_lr="inf", muon_lr="nan", muon_momentum="1.5", muon_momentum_warmup_steps="-1",
-    val_loss_every="-1", seed="-1", compile="maybe", threads="-1", dtype="fp8", peak_flops="nan")
+    val_loss_every="-1", seed="-1", compile="maybe", threads="-1", dtype="fp8", peak_flops="nan", activation="gelu")
 
 
 def test_every_hyperparameter_is_checked():

@@ -180,6 +180,13 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
     assert (again / "arms.tsv").read_text().splitlines()[1] == "same\texperiments/2025-01-01_Fake/fork --loss=3.7"
     assert not (again / "same" / "fork.diff").exists(), "the fork is stored once, not copied as a second diff"
 
+    third = tmp_path / "experiments" / "2025-01-03_Tracked"  # an arm that runs another tracked script names it
+    p = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "out3"), "--arm", "fork=experiments/2025-01-01_Fake/fork",
+                "--arm", f"plain={FAKE} --loss=3.6", "--freeze", str(third))
+    assert p.returncode == 0, p.stderr
+    assert (third / "arms.tsv").read_text().splitlines()[1] == f"plain\t{FAKE} --loss=3.6"
+    assert not (third / "plain" / "fork.diff").exists(), "a tracked script is named, not stored again as a diff"
+
 
 def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
     """A base that a clone would lack (here a file git ignores) is refused before any run."""

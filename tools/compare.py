@@ -95,11 +95,18 @@ def run_once(words, seed, workdir, tail_lines=5):
     return (log if proc.wait() == 0 else None), proc.returncode, list(tail)
 
 
+def tracked(path):
+    """path is a file git tracks, so a clone has it (e.g. another record's train_gpt.py)."""
+    git = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
+                         cwd=os.path.dirname(os.path.abspath(path)), capture_output=True)
+    return os.path.isfile(path) and git.returncode == 0
+
+
 def freeze(folder, arms, results, table, base, workdir="."):
     """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
-    arm with that source, which holds fork.diff from base's (or the stored arm folder the arm ran, if it
-    has that source: a fork is stored once); MANIFEST.sha256 over the logs; README.md with
+    arm with that source, which holds fork.diff from base's (or the stored arm folder or tracked script
+    the arm ran, if it has that source: a script is stored once); MANIFEST.sha256 over the logs; README.md with
     the table; compare.png.
     base and the arms' scripts are relative to workdir. Raises ForkError, writing nothing, if the
     runs of an arm embed different sources."""
@@ -119,8 +126,9 @@ def freeze(folder, arms, results, table, base, workdir="."):
         given = forks.name_in(os.path.join(workdir, words[0]), root)
         if not runs:
             script = given
-        elif runs[0]["source"] not in scripts:  # a stored arm folder is named, else this arm holds the diff
-            stored = os.path.isdir(os.path.join(root, given)) and forks.source(given, root) == runs[0]["source"]
+        elif runs[0]["source"] not in scripts:  # a stored arm folder or script is named, else this arm holds the diff
+            path = os.path.join(root, given)
+            stored = (os.path.isdir(path) or tracked(path)) and forks.source(given, root) == runs[0]["source"]
             script = scripts[runs[0]["source"]] = given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
         else:
             script = scripts[runs[0]["source"]]

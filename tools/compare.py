@@ -95,13 +95,6 @@ def run_once(words, seed, workdir, tail_lines=5):
     return (log if proc.wait() == 0 else None), proc.returncode, list(tail)
 
 
-def tracked(path):
-    """path is a file git tracks, so a clone has it (e.g. another record's train_gpt.py)."""
-    git = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
-                         cwd=os.path.dirname(os.path.abspath(path)), capture_output=True)
-    return os.path.isfile(path) and git.returncode == 0
-
-
 def freeze(folder, arms, results, table, base, workdir="."):
     """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
@@ -128,7 +121,8 @@ def freeze(folder, arms, results, table, base, workdir="."):
             script = given
         elif runs[0]["source"] not in scripts:  # a stored arm folder or script is named, else this arm holds the diff
             path = os.path.join(root, given)
-            stored = (os.path.isdir(path) or tracked(path)) and forks.source(given, root) == runs[0]["source"]
+            tracked = os.path.isdir(path) or (os.path.isfile(path) and forks.git_tracks(path))  # e.g. a record's script
+            stored = tracked and forks.source(given, root) == runs[0]["source"]
             script = scripts[runs[0]["source"]] = given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
         else:
             script = scripts[runs[0]["source"]]

@@ -189,6 +189,17 @@ def write_fork(folder, root, base, new):
     return name_in(folder, root)
 
 
+def git_tracks(path):
+    """Whether git tracks the file at path (so a clone has it); None where git cannot say (no git, or
+    not in a repository)."""
+    try:
+        git = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
+                             cwd=os.path.dirname(os.path.abspath(path)), capture_output=True)
+    except OSError:
+        return None
+    return {0: True, 1: False}.get(git.returncode)  # (128: not in a git repository)
+
+
 def check_base(path):
     """Refuse a base that a clone would lack or that cannot be rebuilt: a missing path, a file that
     git does not track, an arm folder whose source cannot be rebuilt."""
@@ -197,12 +208,7 @@ def check_base(path):
         return
     if not os.path.isfile(path):
         raise ForkError(f"{path} does not exist")
-    try:
-        git = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
-                             cwd=os.path.dirname(os.path.abspath(path)), capture_output=True)
-    except OSError:
-        return  # no git: nothing to ask
-    if git.returncode == 1:  # (128: not in a git repository)
+    if git_tracks(path) is False:
         raise ForkError(f"{path} is not tracked by git, so a clone would lack it: name the tracked script "
                         f"it forks, e.g. --base records/<track>/<record>/train_gpt.py")
 

@@ -60,14 +60,14 @@ class Hyperparameters:
 
 TRACKS = {
     "8xh100_fineweb": dict(),
-    # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice (adaptive softmax to batch 4096)
+    # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice (adaptive softmax to bf16)
     "cpu_shakespeare": dict(
         train_files="data/shakespeare/shakespeare_train_*.bin",
         val_files="data/shakespeare/shakespeare_val_*.bin", val_tokens=0,
         batch_size=4096, device_batch_size=4096, seq_len=128, activation="relugtz",
         num_layers=4, model_dim=128, num_heads=2, num_value_embeds=1, logit_softcap=0.0, head_cutoffs="2048,8192",
-        num_iterations=220, cooldown_frac=0.5, muon_lr=0.02, val_loss_every=44,
-        muon_momentum_warmup_steps=15, compile=True, dtype="float32"),
+        num_iterations=240, cooldown_frac=0.5, muon_lr=0.02, val_loss_every=48,
+        muon_momentum_warmup_steps=15, compile=True, dtype="bfloat16"),
 }
 
 def parse_args(argv):
@@ -229,7 +229,7 @@ def block_mask(docs, window):
                                     mask_mod=document_window_mask(docs, window), seq_lengths=(T, T))
 
 def attention_mask(idx, bos_id, window):
-    """On GPUs a BlockMask; on CPUs the same mask, a boolean (B, 1, T, T) for SDPA (torch 2.13: no flex backward)."""
+    """On GPUs a BlockMask; on CPUs the same mask, a boolean (B, 1, T, T) (torch 2.13: no flex backward)."""
     docs = (idx == bos_id).cumsum(1)
     if idx.is_cuda:
         return block_mask(docs, window)
@@ -252,8 +252,10 @@ class CausalSelfAttention(nn.Module):
             v = v + self.ve_gate * ve.view_as(v)
         q, k = self.rotary(norm(q)), self.rotary(norm(k))  # QK-norm keeps attention logits bounded
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        y = (flex_attention_compiled(q, k, v, block_mask=mask) if isinstance(mask, BlockMask)
-             else F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+        if isinstance(mask, BlockMask):
+            y = flex_attention_compiled(q, k, v, block_mask=mask)
+        else:  # CPU: written out, which inductor fuses (SDPA's CPU backward is slow in bf16); softmax in fp32, as in kernels
+            y = ((q @ k.transpose(-1, -2)).float() / q.size(-1) ** 0.5).masked_fill(~mask, -math.inf).softmax(-1).type_as(v) @ v
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 class MLP(nn.Module):
@@ -436,8 +438,7 @@ def window_size(step, h):
 def flops_per_token(model, h):
     """Training FLOPs per token (PaLM, appendix B): 6 per matmul weight (a softmax band by its share of targets), plus
     12 * layers * dim * the mean window for attention (document cuts not counted). Embeddings are lookups."""
-    embeds = [model.embed, *model.value_embeds]
-    matmul_params = sum(p.numel() for p in model.parameters() if p.ndim == 2) - sum(e.weight.numel() for e in embeds)
+    matmul_params = sum(p.numel() for p in model.parameters() if p.ndim == 2) - sum(e.weight.numel() for e in [model.embed, *model.value_embeds])
     for share, tail in zip(model.lm_head.band_shares, model.lm_head.tails):
         matmul_params -= (1 - share) * sum(p.numel() for p in tail.parameters())
     context = min(h.seq_len, sum(window_size(s, h) for s in range(h.num_iterations)) / h.num_iterations)
@@ -633,8 +634,7 @@ def report(run, log, val_loss, train_ms, total_peak):
     h = run.h
     tokens_per_s = h.num_iterations * h.batch_size / (train_ms / 1000)
     mfu = flops_per_token(run.model, h) * tokens_per_s / total_peak
-    peak_mem = (torch.cuda.max_memory_allocated() if run.device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak_mem = torch.cuda.max_memory_allocated() if run.device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     log(f"peak_memory:{peak_mem // 2**20}MiB tokens_seen:{h.num_iterations * h.batch_size} "
         f"tokens_per_s:{tokens_per_s:.0f} mfu:{100 * mfu:.2f}%")
     log(f"final_val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms")

@@ -2,8 +2,8 @@
 
     python -m pytest -s tests/test_cuda.py    # -s shows the measured ms/step and peak memory
 
-FlexAttention (compiled, with the BlockMask built from block bounds) must agree with the CPU path (SDPA with
-the same mask as a boolean tensor) in the loss and in every gradient, and the full FineWeb configuration must
+FlexAttention (compiled, with the BlockMask built from block bounds) must agree with the CPU path (attention written
+out over the same mask as a boolean tensor) in the loss and in every gradient, and the full FineWeb configuration must
 compile and train a few steps on synthetic shards, sized to this GPU's memory as train_gpt.py sizes it."""
 import re
 import subprocess

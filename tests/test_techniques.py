@@ -1,5 +1,5 @@
 """The 8xH100 track's techniques, pinned on CPU: document-masked sliding-window attention (FlexAttention
-on GPUs from per-block document bounds, masked SDPA on CPUs), window warmup, value embeddings, Muon's grouping,
+on GPUs from per-block document bounds, written out over a boolean mask on CPUs), window warmup, value embeddings, Muon's grouping,
 the full-softmax loss, fixed-length sampling, fitting a GPU's memory, and the full-size FineWeb configuration
 taking an optimizer step."""
 import re
@@ -56,6 +56,35 @@ def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
         warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()": expected on CPU
         for block_mask in (ours, reference):
             torch.testing.assert_close(flex_attention(q, k, v, block_mask=block_mask), sdpa, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_cpu_attention_written_out_equals_sdpa(dtype, tol):
+    """The CPU path's attention, written out (softmax in fp32), gives in the output and in every gradient what
+    SDPA gives with the same boolean mask, computed in fp32 from the same bf16-rounded inputs."""
+    h = train_gpt.parse_args(["--model_dim=64", "--num_heads=2", "--seq_len=256"])
+    torch.manual_seed(0)
+    attn = train_gpt.CausalSelfAttention(h, train_gpt.Rotary(32, 256), value_embed=False)
+    torch.nn.init.normal_(attn.proj.weight, std=0.1)  # zero-init would hide everything before it
+    idx = random_docs(2, 256, starts_per_row=[3, 0], seed=1)
+    mask = train_gpt.attention_mask(idx, BOS, torch.tensor(128))
+    x = torch.randn(2, 256, 64).to(dtype)
+
+    def reference(x):  # the forward, with F.scaled_dot_product_attention in fp32 where the script writes it out
+        q, k, v = (lin(x).view(2, 256, 2, 32) for lin in (attn.q, attn.k, attn.v))
+        q, k = attn.rotary(train_gpt.norm(q)), attn.rotary(train_gpt.norm(k))
+        y = F.scaled_dot_product_attention(*(t.transpose(1, 2).float() for t in (q, k, v)), attn_mask=mask)
+        return attn.proj(y.to(dtype).transpose(1, 2).reshape(2, 256, 64))
+
+    outputs = []
+    for forward in (lambda x: attn(x, None, mask), reference):
+        attn.zero_grad()
+        x_ = x.clone().requires_grad_()
+        y = forward(x_)
+        (y.float() * torch.linspace(-1, 1, 64)).sum().backward()
+        outputs.append([y.float(), x_.grad.float(), *(p.grad.clone() for p in attn.parameters())])
+    for ours, theirs in zip(*outputs):
+        torch.testing.assert_close(ours, theirs, atol=tol * theirs.abs().max().item(), rtol=tol)
 
 
 def test_mask_semantics():

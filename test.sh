@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs requirements when missing, then runs the whole suite (~7 min on 2 cores).
+# The test command: installs requirements when missing, then runs the whole suite (~4-5 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")"
 python -c "import torch, numpy, tiktoken, huggingface_hub, pytest, scipy, matplotlib, pyarrow, tqdm" 2>/dev/null \

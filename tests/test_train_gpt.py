@@ -112,10 +112,12 @@ def test_any_world_size_equals_one_rank_with_accumulation(workdir):
             assert abs(many_ranks[key] - one_rank[key]) <= 1.5e-4, (nproc, key)
 
 
-def test_too_small_batch_for_the_world_size_is_refused(workdir):
-    p = run(workdir, "--batch_size=128", nproc=3, check=False)  # 2 rows of 64 for 3 ranks
-    assert p.returncode != 0
-    assert "2 rows per step cannot fill 3 ranks x 1 micro-steps; raise batch_size or lower seq_len" in p.stdout + p.stderr
+def test_too_small_batch_for_the_world_size_is_refused():
+    h = train_gpt.parse_args(TINY + ["--batch_size=128"])  # 2 rows of 64 for 3 ranks
+    with pytest.raises(SystemExit) as stop:
+        train_gpt.split_batch(h, 3)
+    assert str(stop.value.code) == ("train_gpt.py: 2 rows per step cannot fill 3 ranks x 1 micro-steps; "
+                                    "raise batch_size or lower seq_len")
 
 
 # rectangular Gaussian matrices are well conditioned; a square one has singular values near 0,
@@ -185,13 +187,26 @@ def one_line_error(p):
     return err
 
 
-def test_missing_files_give_one_line_error(workdir):
+def main_stops(cwd, monkeypatch, capsys, *args):
+    """main() in-process (a subprocess spends ~6 s importing torch here): the one line it stops with, before
+    any step. A string given to sys.exit is what the process prints, alone, on stderr (the next test runs one)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, *args])
+    with pytest.raises(SystemExit) as stop:
+        train_gpt.main()
+    message = str(stop.value.code)
+    assert message.startswith("train_gpt.py: ") and "\n" not in message, message
+    assert "step:" not in capsys.readouterr().out
+    return message
+
+
+def test_missing_files_give_one_line_error(workdir):  # a subprocess: the process's stderr is one line, no traceback
     err = one_line_error(run(workdir, "--train_files=nothing/shakespeare_train_*.bin", check=False))
     assert "nothing/shakespeare_train_*.bin" in err and "python data/shakespeare.py" in err
 
 
 @pytest.mark.parametrize("corruption", ["magic", "truncated", "version"])
-def test_bad_shard_gives_one_line_error(workdir, tmp_path, corruption):
+def test_bad_shard_gives_one_line_error(workdir, tmp_path, monkeypatch, capsys, corruption):
     raw = bytearray((workdir / "train_000000.bin").read_bytes())
     if corruption == "magic":
         raw[0:4] = np.int32(1234).tobytes()
@@ -201,7 +216,7 @@ def test_bad_shard_gives_one_line_error(workdir, tmp_path, corruption):
         raw = raw[:-100]
     bad = tmp_path / "fineweb_train_000001.bin"
     bad.write_bytes(bytes(raw))
-    err = one_line_error(run(workdir, f"--train_files={bad}", check=False))
+    err = main_stops(workdir, monkeypatch, capsys, f"--train_files={bad}")
     assert str(bad) in err and "python data/cached_fineweb10B.py" in err
 
 
@@ -214,10 +229,13 @@ def test_unknown_override_lists_valid_names():
         assert all(e in err for e in expected) and "\n" not in err, err
 
 
-def test_non_finite_loss_stops_the_run(workdir):
-    p = run(workdir, "--num_iterations=20", "--scalar_lr=1e30", check=False)  # inf weights after one step
-    assert p.returncode == 1
-    assert "non-finite train loss" in newest_log(workdir)
+def test_non_finite_loss_stops_the_run(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)  # in-process, as main_stops
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, "--num_iterations=20", "--scalar_lr=1e30"])  # inf weights after one step
+    with pytest.raises(SystemExit) as stop:
+        train_gpt.main()
+    assert stop.value.code == 1
+    assert newest_log(workdir).splitlines()[-1].startswith("stopped: non-finite train loss at step ")
 
 
 def test_ctrl_c_keeps_the_log(workdir):
@@ -277,15 +295,15 @@ def test_out_of_range_hyperparameters_give_one_line(arg, valid):
 
 
 @pytest.mark.parametrize("val_size", [0, 1])
-def test_val_set_too_small_is_refused_before_training(workdir, tmp_path, val_size):
+def test_val_set_too_small_is_refused_before_training(workdir, tmp_path, monkeypatch, capsys, val_size):
     shards.write_shard(tmp_path / "val_000000.bin", np.full(val_size, 999))
-    err = one_line_error(run(workdir, f"--val_files={tmp_path}/val_*.bin", "--val_tokens=0", check=False))
+    err = main_stops(workdir, monkeypatch, capsys, f"--val_files={tmp_path}/val_*.bin", "--val_tokens=0")
     assert f"holds {val_size} tokens; a prediction needs 2" in err and "python data/fineweb.py" in err
 
 
-def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path):
+def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path, monkeypatch, capsys):
     (tmp_path / "train_dir.bin").mkdir()
-    err = one_line_error(run(workdir, f"--train_files={tmp_path}/train_*.bin", check=False))
+    err = main_stops(workdir, monkeypatch, capsys, f"--train_files={tmp_path}/train_*.bin")
     assert f"no files match {tmp_path}/train_*.bin" in err
 
 
@@ -327,14 +345,8 @@ def test_every_hyperparameter_is_checked():
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))
-def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(workdir, monkeypatch, name):
-    """In-process (a subprocess per field would take a minute): main() stops with one line, before training."""
-    monkeypatch.chdir(workdir)
-    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, f"--{name}={BAD_VALUES[name]}"])
-    with pytest.raises(SystemExit) as stop:
-        train_gpt.main()
-    message = str(stop.value.code)
-    assert message.startswith("train_gpt.py: ") and "\n" not in message, message
+def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(workdir, monkeypatch, capsys, name):
+    message = main_stops(workdir, monkeypatch, capsys, f"--{name}={BAD_VALUES[name]}")
     assert f"--{name}" in message or BAD_VALUES[name] in message, message
 
 
@@ -353,27 +365,25 @@ def test_a_rule_on_two_values_blames_the_one_given(args, blamed):
     assert str(stop.value.code).startswith(f"train_gpt.py: {blamed}"), stop.value.code
 
 
-def test_val_tokens_beyond_the_val_set_names_what_it_holds(workdir):
-    err = one_line_error(run(workdir, "--val_tokens=5000", check=False))  # val_000000.bin holds 5,000 tokens
+def test_val_tokens_beyond_the_val_set_names_what_it_holds(workdir, monkeypatch, capsys):
+    err = main_stops(workdir, monkeypatch, capsys, "--val_tokens=5000")  # val_000000.bin holds 5,000 tokens
     assert "--val_tokens=5000 is out of range; valid: at most 4999" in err and "rebuild" not in err
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_a_token_id_beyond_the_vocabulary_stops_the_run_before_training(workdir, tmp_path, split):
+def test_a_token_id_beyond_the_vocabulary_stops_the_run_before_training(workdir, tmp_path, monkeypatch, capsys, split):
     """Found when the shards are loaded: before, a val shard's bad id lost the whole run at its final eval."""
     stream = np.tile(np.arange(1000), 60)
     stream[::97] = 999
     stream[1234] = 60000
     for name in ("train", "val"):
         shards.write_shard(tmp_path / f"{name}_000000.bin", stream if name == split else stream[:5000] % 1000)
-    p = run(workdir, f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin", check=False)
-    err = one_line_error(p)
+    err = main_stops(workdir, monkeypatch, capsys, f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin")
     assert f"{tmp_path}/{split}_000000.bin holds token id 60000, not below vocab_size=1024" in err, err
-    assert "step:" not in p.stdout
 
 
-def test_a_shard_without_bos_id_is_refused(workdir):
-    err = one_line_error(run(workdir, "--bos_id=1000", "--vocab_size=1024", check=False))  # ids < 1000 only
+def test_a_shard_without_bos_id_is_refused(workdir, monkeypatch, capsys):
+    err = main_stops(workdir, monkeypatch, capsys, "--bos_id=1000", "--vocab_size=1024")  # ids < 1000 only
     assert "train_000000.bin holds no bos_id=1000, which starts every document" in err
 
 
@@ -392,11 +402,11 @@ def test_sigterm_logs_where_it_stopped_and_exits_143(workdir):
     assert newest_log(workdir).splitlines()[-1].startswith("interrupted after step ")
 
 
-def test_a_log_that_cannot_be_created_is_one_line(tmp_path, workdir):
+def test_a_log_that_cannot_be_created_is_one_line(tmp_path, workdir, monkeypatch, capsys):
     for name in ("train_000000.bin", "val_000000.bin"):
         os.symlink(workdir / name, tmp_path / name)
     (tmp_path / "logs").write_text("a file where the logs folder goes")
-    err = one_line_error(run(tmp_path, check=False))
+    err = main_stops(tmp_path, monkeypatch, capsys)
     assert re.fullmatch(r"train_gpt\.py: cannot write logs/\S+\.txt: File exists; run where logs/ can be written", err), err
 
 

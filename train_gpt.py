@@ -60,12 +60,12 @@ class Hyperparameters:
 
 TRACKS = {
     "8xh100_fineweb": dict(),
-    # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice (adaptive softmax to bf16)
+    # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice (adaptive softmax to 2 layers)
     "cpu_shakespeare": dict(
         train_files="data/shakespeare/shakespeare_train_*.bin",
         val_files="data/shakespeare/shakespeare_val_*.bin", val_tokens=0,
         batch_size=4096, device_batch_size=4096, seq_len=128, activation="relugtz",
-        num_layers=4, model_dim=128, num_heads=2, num_value_embeds=1, logit_softcap=0.0, head_cutoffs="2048,8192",
+        num_layers=2, model_dim=128, num_heads=2, num_value_embeds=1, logit_softcap=0.0, head_cutoffs="2048,8192",
         num_iterations=240, cooldown_frac=0.5, muon_lr=0.02, val_loss_every=48,
         muon_momentum_warmup_steps=15, compile=True, dtype="bfloat16"),
 }

@@ -21,6 +21,7 @@ file over. HF_ENDPOINT (read by huggingface_hub at import) selects the server; H
 forbids network access. Failures print one line on stderr and exit 1; a folder the run made is
 removed again if no shard reached it.
 """
+
 import argparse
 import glob
 import logging
@@ -56,24 +57,37 @@ def is_valid(path):
 def explain(exc, fname, repo, endpoint):
     """Turn a huggingface_hub/HTTP exception into one line naming the file and what to do."""
     from huggingface_hub import errors
+
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, errors.OfflineModeIsEnabled):
-        return f"{fname}: HF_HUB_OFFLINE is set; unset it to download, or copy the shards into place"
+        return (
+            f"{fname}: HF_HUB_OFFLINE is set; unset it to download, or copy the shards into place"
+        )
     if isinstance(exc, errors.RepositoryNotFoundError):  # includes gated repos
-        return (f"{fname}: dataset {repo} not found at {endpoint} "
-                f"(HTTP {exc.response.status_code}); check HF_ENDPOINT and --edu")
+        return (
+            f"{fname}: dataset {repo} not found at {endpoint} "
+            f"(HTTP {exc.response.status_code}); check HF_ENDPOINT and --edu"
+        )
     if isinstance(exc, errors.RemoteEntryNotFoundError):
-        if "_val_" in fname:  # every dataset has its val shard: the repo or the server is not the one
-            return f"{fname}: no such file in dataset {repo} (HTTP 404); check HF_ENDPOINT and --edu"
+        if (
+            "_val_" in fname
+        ):  # every dataset has its val shard: the repo or the server is not the one
+            return (
+                f"{fname}: no such file in dataset {repo} (HTTP 404); check HF_ENDPOINT and --edu"
+            )
         return f"{fname}: no such file in dataset {repo} (HTTP 404); ask for fewer shards (N)"
     if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None:
-        return (f"{fname}: server {endpoint} answered HTTP {exc.response.status_code} ({first}); "
-                f"try again later")
+        return (
+            f"{fname}: server {endpoint} answered HTTP {exc.response.status_code} ({first}); "
+            f"try again later"
+        )
     if isinstance(exc, errors.LocalEntryNotFoundError) or type(exc).__module__.startswith("httpx"):
         # LocalEntryNotFoundError is how hf_hub_download reports an unreachable server; httpx
         # errors are connections refused, timed out or dropped mid-transfer after its retries.
-        return (f"{fname}: network error talking to {endpoint} ({first}); check the network or "
-                f"HF_ENDPOINT and rerun (finished shards are kept)")
+        return (
+            f"{fname}: network error talking to {endpoint} ({first}); check the network or "
+            f"HF_ENDPOINT and rerun (finished shards are kept)"
+        )
     return f"{fname}: download failed ({type(exc).__name__}: {first}); rerun to retry"
 
 
@@ -82,13 +96,14 @@ def first_request(head, tries=3):
     for ~25 s before giving up, which is only worth it mid-run. A server error (5xx) is transient
     whenever it comes, so that is retried here too, after 1 s and 2 s."""
     from huggingface_hub import errors
+
     for attempt in range(tries):
         try:
             return head()
         except errors.HfHubHTTPError as e:
             if e.response is None or e.response.status_code < 500 or attempt == tries - 1:
                 raise
-            time.sleep(2 ** attempt)
+            time.sleep(2**attempt)
 
 
 def download(names, directory, repo):
@@ -96,6 +111,7 @@ def download(names, directory, repo):
     # Imported here so that HF_* variables set by the caller are read at import.
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import logging as hf_logging
+
     # Its retry warnings are multi-line; our own messages say what failed.
     hf_logging.set_verbosity(logging.ERROR)
     endpoint = constants.ENDPOINT
@@ -113,8 +129,12 @@ def download(names, directory, repo):
         return 0
 
     # A killed run can leave an empty temporary file behind; a non-empty one is resumed, so it stays.
-    for stale in glob.glob(os.path.join(glob.escape(directory), ".cache", "huggingface", "download", "**",
-                                        "*.incomplete"), recursive=True):
+    for stale in glob.glob(
+        os.path.join(
+            glob.escape(directory), ".cache", "huggingface", "download", "**", "*.incomplete"
+        ),
+        recursive=True,
+    ):
         if os.path.getsize(stale) == 0:
             os.remove(stale)
     new = outermost_missing(directory)
@@ -124,17 +144,23 @@ def download(names, directory, repo):
             path = os.path.join(directory, fname)
             try:
                 if i == 0:
-                    first_request(lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset")))
+                    first_request(
+                        lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset"))
+                    )
                 print(f"downloading {fname} ({i + 1}/{len(todo)})", flush=True)
-                hf_hub_download(repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory)
+                hf_hub_download(
+                    repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory
+                )
             except Exception as e:  # every failure ends the same way: one line, exit 1
                 raise DownloadError(explain(e, fname, repo, endpoint)) from None
             try:
                 shards.read_header(path)
             except shards.ShardError as e:
                 os.remove(path)
-                raise DownloadError(f"{e}; deleted it. Rerun to fetch it again; if this repeats, the "
-                                    f"copy on {endpoint} is bad") from None
+                raise DownloadError(
+                    f"{e}; deleted it. Rerun to fetch it again; if this repeats, the "
+                    f"copy on {endpoint} is bad"
+                ) from None
     except BaseException:
         # A folder this run made and no shard reached holds only the hub's bookkeeping: leave no trace.
         if new and not glob.glob(os.path.join(glob.escape(directory), "*.bin")):
@@ -153,8 +179,13 @@ def outermost_missing(path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("n", nargs="?", type=int, default=16,
-                   help="number of training shards, ~100M tokens each (default 16)")
+    p.add_argument(
+        "n",
+        nargs="?",
+        type=int,
+        default=16,
+        help="number of training shards, ~100M tokens each (default 16)",
+    )
     p.add_argument("--edu", action="store_true", help="FineWeb-Edu instead of FineWeb")
     p.add_argument("--dir", help="target directory (default data/fineweb10B or data/finewebedu10B)")
     args = p.parse_args(argv)

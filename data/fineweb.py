@@ -18,6 +18,7 @@ Defaults: --out_dir data/fineweb10B --name fineweb for the hub, data/custom and 
 inputs. Shards are written atomically; an out_dir that already holds NAME_*.bin is refused, so
 stale shards never mix with new ones. Errors print one line on stderr and exit 1.
 """
+
 import argparse
 import glob
 import json
@@ -55,10 +56,12 @@ def read_jsonl(path):
             try:
                 text = json.loads(line)["text"]
             except (ValueError, KeyError, TypeError) as e:
-                raise InputError(f"{path}:{lineno}: not a JSON object with a \"text\" field "
-                                 f"({type(e).__name__}: {e})") from None
+                raise InputError(
+                    f'{path}:{lineno}: not a JSON object with a "text" field '
+                    f"({type(e).__name__}: {e})"
+                ) from None
             if not isinstance(text, str):
-                raise InputError(f"{path}:{lineno}: \"text\" is {type(text).__name__}, not a string")
+                raise InputError(f'{path}:{lineno}: "text" is {type(text).__name__}, not a string')
             yield text
 
 
@@ -66,7 +69,7 @@ def read_parquet(path):
     pq = import_pyarrow_parquet(path)
     f = pq.ParquetFile(path)
     if "text" not in f.schema_arrow.names:
-        raise InputError(f"{path}: no \"text\" column (columns: {', '.join(f.schema_arrow.names)})")
+        raise InputError(f'{path}: no "text" column (columns: {", ".join(f.schema_arrow.names)})')
     for batch in f.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
             yield text or ""
@@ -101,17 +104,25 @@ def read_texts(path):
 def fineweb_texts():
     """Documents of FineWeb sample-10BT, downloading one parquet file at a time into the HF cache."""
     from huggingface_hub import HfApi, hf_hub_download
+
     try:
-        files = sorted(e.path for e in HfApi().list_repo_tree(
-            FINEWEB_REPO, path_in_repo=FINEWEB_SUBSET, repo_type="dataset") if e.path.endswith(".parquet"))
+        files = sorted(
+            e.path
+            for e in HfApi().list_repo_tree(
+                FINEWEB_REPO, path_in_repo=FINEWEB_SUBSET, repo_type="dataset"
+            )
+            if e.path.endswith(".parquet")
+        )
         for name in files:
             yield from read_texts(hf_hub_download(FINEWEB_REPO, name, repo_type="dataset"))
     except InputError:
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        raise InputError(f"cannot fetch {FINEWEB_REPO} {FINEWEB_SUBSET} from the hub "
-                         f"({type(e).__name__}: {first}); check the network or pass local files") from None
+        raise InputError(
+            f"cannot fetch {FINEWEB_REPO} {FINEWEB_SUBSET} from the hub "
+            f"({type(e).__name__}: {first}); check the network or pass local files"
+        ) from None
 
 
 def _init_worker():
@@ -121,7 +132,9 @@ def _init_worker():
 
 def _tokenize(text):
     ids = _enc.encode_ordinary(text)
-    tokens = np.empty(len(ids) + 1, dtype=np.uint16)  # uint16: a quarter of what int64 would pipe back
+    tokens = np.empty(
+        len(ids) + 1, dtype=np.uint16
+    )  # uint16: a quarter of what int64 would pipe back
     tokens[0] = shards.EOT
     tokens[1:] = ids
     return tokens
@@ -137,9 +150,11 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
         raise InputError(f"shard_size must be positive, got {shard_size}")
     existing = sorted(glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}_*.bin")))
     if existing:
-        raise InputError(f"{out_dir} already holds {len(existing)} {name}_*.bin shards "
-                         f"({os.path.basename(existing[0])}, ...); delete them or pick another "
-                         f"--out_dir/--name")
+        raise InputError(
+            f"{out_dir} already holds {len(existing)} {name}_*.bin shards "
+            f"({os.path.basename(existing[0])}, ...); delete them or pick another "
+            f"--out_dir/--name"
+        )
     written = []
     buf = np.empty(shard_size, dtype=np.uint16)
     fill = docs = 0
@@ -158,7 +173,7 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
             for docs, tokens in enumerate(pool.imap(_tokenize, texts, chunksize=16), 1):
                 while len(tokens):
                     take = min(shard_size - fill, len(tokens))
-                    buf[fill:fill + take] = tokens[:take]
+                    buf[fill : fill + take] = tokens[:take]
                     fill += take
                     tokens = tokens[take:]
                     bar.update(take)
@@ -166,10 +181,16 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
                         flush()
                         fill = 0
                         bar.close()
-                        bar = tqdm(total=shard_size, unit="tok", unit_scale=True,
-                                   desc=f"shard {len(written)}")
+                        bar = tqdm(
+                            total=shard_size,
+                            unit="tok",
+                            unit_scale=True,
+                            desc=f"shard {len(written)}",
+                        )
         bar.close()
-        if len(written) * shard_size + fill <= docs:  # nothing, or only the <|endoftext|> of empty documents
+        if (
+            len(written) * shard_size + fill <= docs
+        ):  # nothing, or only the <|endoftext|> of empty documents
             raise InputError("the inputs hold no text: nothing to tokenize, no shard written")
         if fill:
             flush()
@@ -184,17 +205,27 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="*", help=".jsonl/.txt/.parquet files (none: FineWeb sample-10BT)")
-    p.add_argument("--out_dir", help="output directory (default data/fineweb10B, or data/custom "
-                                     "for local inputs)")
+    p.add_argument(
+        "inputs", nargs="*", help=".jsonl/.txt/.parquet files (none: FineWeb sample-10BT)"
+    )
+    p.add_argument(
+        "--out_dir",
+        help="output directory (default data/fineweb10B, or data/custom for local inputs)",
+    )
     p.add_argument("--name", help="shard name prefix (default fineweb, or custom for local inputs)")
     p.add_argument("--shard_size", type=int, default=10**8, help="tokens per shard (default 10^8)")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenizer processes "
-                                                                     "(default: all cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="tokenizer processes (default: all cores)",
+    )
     args = p.parse_args(argv)
     if args.workers < 1:
-        print(f"error: --workers={args.workers}: the number of tokenizer processes must be at least 1",
-              file=sys.stderr)
+        print(
+            f"error: --workers={args.workers}: the number of tokenizer processes must be at least 1",
+            file=sys.stderr,
+        )
         return 2
     local = bool(args.inputs)
     out_dir = args.out_dir or os.path.join(HERE, "custom" if local else "fineweb10B")
@@ -210,10 +241,14 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 1
     total = sum(n for _, n in written)
-    print(f"{total} tokens in {len(written)} shards ({max(len(written) - 1, 0)} train + val) in {out_dir}")
+    print(
+        f"{total} tokens in {len(written)} shards ({max(len(written) - 1, 0)} train + val) in {out_dir}"
+    )
     if len(written) < 2:
-        print("note: everything fit in the val shard; lower --shard_size to get train shards",
-              file=sys.stderr)
+        print(
+            "note: everything fit in the val shard; lower --shard_size to get train shards",
+            file=sys.stderr,
+        )
     return 0
 
 

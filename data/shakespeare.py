@@ -23,6 +23,7 @@ comedy, one tragedy, one history, two poem collections), in that order. Train is
 works ordered by sha256 of their file name, which mixes genres without an RNG. The output is
 byte-identical on every machine; the pinned sha256s below check that.
 """
+
 import fnmatch
 import hashlib
 import os
@@ -38,10 +39,10 @@ N_WORKS = 42
 
 # Work names are file names without "_gut.txt".
 VAL_WORKS = [
-    "twelfth_night",     # comedy
-    "othello",           # tragedy
-    "richard_ii",        # history
-    "sonnets",           # poems
+    "twelfth_night",  # comedy
+    "othello",  # tragedy
+    "richard_ii",  # history
+    "sonnets",  # poems
     "lovers_complaint",  # poem
 ]
 
@@ -54,7 +55,7 @@ VAL_SHA256 = "43e57c14f76ae93e06dafcb97c73973e8f08b8893852b09e07ae6a7224989cbc"
 
 
 def work_name(member_name):
-    return os.path.basename(member_name)[:-len("_gut.txt")]
+    return os.path.basename(member_name)[: -len("_gut.txt")]
 
 
 def read_works():
@@ -68,8 +69,10 @@ def read_works():
                 text = tar.extractfile(m).read().decode("utf-8")
                 works[work_name(m.name)] = text.replace("\r\n", "\n")
     if len(works) != N_WORKS:
-        raise tokenizer.FetchError(f"{os.path.basename(path)}: found {len(works)} files "
-                                   f"matching {TEXTS_GLOB}, expected {N_WORKS}")
+        raise tokenizer.FetchError(
+            f"{os.path.basename(path)}: found {len(works)} files "
+            f"matching {TEXTS_GLOB}, expected {N_WORKS}"
+        )
     return works
 
 
@@ -111,19 +114,26 @@ def build():
         tokens = encode_docs(enc, works, names)
         shards.write_shard(path, tokens)
         sha = shards.sha256_file(path)
-        print(f"{os.path.relpath(path, tokenizer.REPO)}: {len(names)} works, "
-              f"{len(tokens):,} tokens, sha256 {sha}")
+        print(
+            f"{os.path.relpath(path, tokenizer.REPO)}: {len(names)} works, "
+            f"{len(tokens):,} tokens, sha256 {sha}"
+        )
         if pinned and sha != pinned:
-            print(f"error: {path} has sha256 {sha}, pinned {pinned}; the source or tokenizer "
-                  f"differs from the reference build", file=sys.stderr)
+            print(
+                f"error: {path} has sha256 {sha}, pinned {pinned}; the source or tokenizer "
+                f"differs from the reference build",
+                file=sys.stderr,
+            )
             ok = False
     return ok
 
 
 def main():
     if up_to_date():
-        print(f"up to date: {os.path.relpath(TRAIN_PATH, tokenizer.REPO)}, "
-              f"{os.path.relpath(VAL_PATH, tokenizer.REPO)}")
+        print(
+            f"up to date: {os.path.relpath(TRAIN_PATH, tokenizer.REPO)}, "
+            f"{os.path.relpath(VAL_PATH, tokenizer.REPO)}"
+        )
         return 0
     try:
         return 0 if build() else 1

@@ -4,6 +4,7 @@ A shard is a header of 256 little-endian int32 (magic 20240520, version 1, token
 zero) followed by that many little-endian uint16 GPT-2 token ids. The trainer keeps its own reader
 (it must stay one self-contained file); everything else in this repo uses this module.
 """
+
 import hashlib
 import os
 
@@ -54,8 +55,10 @@ def read_header(path):
         raise ShardError(f"{path}: unsupported version {header[1]} (expected {VERSION})")
     ntok = int(header[2])
     if size != HEADER_BYTES + 2 * ntok:
-        raise ShardError(f"{path}: header says {ntok} tokens ({HEADER_BYTES + 2 * ntok} bytes) "
-                         f"but the file has {size} bytes; truncated or corrupt")
+        raise ShardError(
+            f"{path}: header says {ntok} tokens ({HEADER_BYTES + 2 * ntok} bytes) "
+            f"but the file has {size} bytes; truncated or corrupt"
+        )
     return ntok
 
 

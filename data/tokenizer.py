@@ -9,6 +9,7 @@ trainer reads that same file to decode samples, so keep the path and format.
 
 Run `python data/tokenizer.py` to fetch the ranks file ahead of time.
 """
+
 import functools
 import hashlib
 import os
@@ -27,11 +28,16 @@ CACHE = os.path.join(REPO, "data", "cache")
 RANKS_PATH = os.path.join(CACHE, "gpt2.tiktoken")
 # Byte-identical to tiktoken's r50k_base.tiktoken (GPT-2 and r50k_base share their ranks).
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-WHISPER_SDIST = ("openai-whisper", "20250625",
-                 "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96")
+WHISPER_SDIST = (
+    "openai-whisper",
+    "20250625",
+    "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
+)
 WHISPER_MEMBER = "openai_whisper-20250625/whisper/assets/gpt2.tiktoken"
 # GPT-2's pre-tokenizer split pattern, verbatim from tiktoken_ext.openai_public.r50k_pat_str.
-GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PAT_STR = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 EOT = 50256
 
 
@@ -71,25 +77,43 @@ def sdist_path(package, version, sha256):
     # runs never see a half-written tarball.
     tmpdir = tempfile.mkdtemp(prefix=".pip-download-", dir=CACHE)
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "--no-input", f"{package}=={version}", "-d", tmpdir]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            f"{package}=={version}",
+            "-d",
+            tmpdir,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [l.strip() for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
             errors = [l for l in lines if l.startswith("ERROR")]
             reason = (errors or lines or [f"pip exited with status {proc.returncode}"])[-1]
             reason = reason.removeprefix("ERROR: ")
-            raise FetchError(f"cannot fetch {package}=={version} from the package index: "
-                             f"{reason}; run with network access to PyPI")
+            raise FetchError(
+                f"cannot fetch {package}=={version} from the package index: "
+                f"{reason}; run with network access to PyPI"
+            )
         found = [n for n in names if os.path.exists(os.path.join(tmpdir, n))]
         if not found:
-            raise FetchError(f"pip downloaded {package}=={version} but no {names[0]} appeared "
-                             f"(got: {', '.join(sorted(os.listdir(tmpdir))) or 'nothing'})")
+            raise FetchError(
+                f"pip downloaded {package}=={version} but no {names[0]} appeared "
+                f"(got: {', '.join(sorted(os.listdir(tmpdir))) or 'nothing'})"
+            )
         got = _sha256_path(os.path.join(tmpdir, found[0]))
         if got != sha256:
             # The temporary copy is deleted with tmpdir below.
-            raise FetchError(f"{found[0]} from the package index has sha256 {got}, expected "
-                             f"{sha256}; refusing to use it")
+            raise FetchError(
+                f"{found[0]} from the package index has sha256 {got}, expected "
+                f"{sha256}; refusing to use it"
+            )
         path = os.path.join(CACHE, found[0])
         os.replace(os.path.join(tmpdir, found[0]), path)
         return path
@@ -116,8 +140,9 @@ def ensure_ranks_file():
         return RANKS_PATH
     data = sdist_member(*WHISPER_SDIST, WHISPER_MEMBER)
     if sha256_bytes(data) != RANKS_SHA256:
-        raise FetchError(f"{WHISPER_MEMBER} has sha256 {sha256_bytes(data)}, expected "
-                         f"{RANKS_SHA256}")
+        raise FetchError(
+            f"{WHISPER_MEMBER} has sha256 {sha256_bytes(data)}, expected {RANKS_SHA256}"
+        )
     os.makedirs(CACHE, exist_ok=True)
     tmp = f"{RANKS_PATH}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -131,8 +156,12 @@ def fallback_encoding():
     # expected_hash matters: tiktoken caches even local files in a temp dir keyed by *path*, and
     # without a hash it would trust whatever an earlier run left there.
     ranks = tiktoken.load.load_tiktoken_bpe(ensure_ranks_file(), expected_hash=RANKS_SHA256)
-    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": EOT})
+    return tiktoken.Encoding(
+        name="gpt2",
+        pat_str=GPT2_PAT_STR,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": EOT},
+    )
 
 
 @functools.lru_cache(maxsize=None)

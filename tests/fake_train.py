@@ -6,6 +6,7 @@ Final val loss L + 0.01 * (S % 5), training time M ms + S; --sleep waits before 
 arm). As train_gpt.py does, a bad value is one line on stderr and exit 1, and Ctrl-C (SIGINT) logs an
 "interrupted" line and exits 130.
 """
+
 import os
 import sys
 import time
@@ -21,22 +22,33 @@ def value(name, kind, default):
 
 
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
-seed, loss, ms, sleep = value("seed", int, None), value("loss", float, 4.0), value("ms", int, 1000), value("sleep", float, 0)
+seed, loss, ms, sleep = (
+    value("seed", int, None),
+    value("loss", float, 4.0),
+    value("ms", int, 1000),
+    value("sleep", float, 0),
+)
 final, total = loss + 0.01 * (seed % 5), ms + seed
 run_id = str(uuid.uuid4())
 os.makedirs("logs", exist_ok=True)
 ruler = "=" * 100
 with open(__file__) as f:
     source = f.read()
-head = [ruler, source + ruler,
-        f"hparams: track=cpu_shakespeare seed={seed} loss={loss} ms={ms}",
-        "params:1 flops_per_token:6 peak_flops:1e+09 (given) train_shards:1 val_tokens:155120",
-        f"log: logs/{run_id}.txt", ruler]
-steps = [f"step:1/2 train_loss:{final + 1:.4f} lr:0.01000 grad_norm:1.0000 train_time:{total // 2}ms step_avg:{total / 2:.2f}ms",
-         f"step:2/2 train_loss:{final + 0.5:.4f} lr:0.00500 grad_norm:1.0000 train_time:{total}ms step_avg:{total / 2:.2f}ms",
-         f"step:2/2 val_loss:{final:.4f} train_time:{total}ms step_avg:{total / 2:.2f}ms",
-         f"peak_memory:100MiB tokens_seen:4096 tokens_per_s:{4096 * 1000 // total} mfu:1.00%",
-         f"final_val_loss:{final:.4f} train_time:{total}ms"]
+head = [
+    ruler,
+    source + ruler,
+    f"hparams: track=cpu_shakespeare seed={seed} loss={loss} ms={ms}",
+    "params:1 flops_per_token:6 peak_flops:1e+09 (given) train_shards:1 val_tokens:155120",
+    f"log: logs/{run_id}.txt",
+    ruler,
+]
+steps = [
+    f"step:1/2 train_loss:{final + 1:.4f} lr:0.01000 grad_norm:1.0000 train_time:{total // 2}ms step_avg:{total / 2:.2f}ms",
+    f"step:2/2 train_loss:{final + 0.5:.4f} lr:0.00500 grad_norm:1.0000 train_time:{total}ms step_avg:{total / 2:.2f}ms",
+    f"step:2/2 val_loss:{final:.4f} train_time:{total}ms step_avg:{total / 2:.2f}ms",
+    f"peak_memory:100MiB tokens_seen:4096 tokens_per_s:{4096 * 1000 // total} mfu:1.00%",
+    f"final_val_loss:{final:.4f} train_time:{total}ms",
+]
 with open(f"logs/{run_id}.txt", "w") as f:
     try:
         f.write("\n".join(head) + "\n")

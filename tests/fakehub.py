@@ -10,6 +10,7 @@ HTTP download path. Faults are switched per file; every request is logged.
     with FakeHub({"kjj0/fineweb10B-gpt2": {"a.bin": b"..."}}) as hub:
         env["HF_ENDPOINT"] = hub.url
 """
+
 import hashlib
 import json
 import os
@@ -26,10 +27,17 @@ RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 def hub_env(url, hf_home, offline=False):
     """os.environ for a client of the fake hub: no real HF settings, token or proxy leak in."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("HF_") and "proxy" not in k.lower()}
-    env.update(HF_ENDPOINT=url, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_ETAG_TIMEOUT="5", HF_HUB_DOWNLOAD_TIMEOUT="5", NO_PROXY="127.0.0.1")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()
+    }
+    env.update(
+        HF_ENDPOINT=url,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_ETAG_TIMEOUT="5",
+        HF_HUB_DOWNLOAD_TIMEOUT="5",
+        NO_PROXY="127.0.0.1",
+    )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     return env
@@ -37,13 +45,13 @@ def hub_env(url, hf_home, offline=False):
 
 class FakeHub:
     def __init__(self, repos):
-        self.repos = repos          # {repo_id: {filename: bytes}}
-        self.log = []               # resolve requests: (method, filename, Range header or None)
-        self.cut = {}               # filename -> how many upcoming GETs send half the body, then close
-        self.empty = {}             # filename -> how many upcoming GETs send headers only, then close
-        self.ignore_range = False   # answer Range requests with the whole file (200)
-        self.server_errors = {}     # filename -> how many upcoming requests (HEAD or GET) get HTTP 500
-        self.stall = set()          # filenames whose GETs send half the body, then hang until release
+        self.repos = repos  # {repo_id: {filename: bytes}}
+        self.log = []  # resolve requests: (method, filename, Range header or None)
+        self.cut = {}  # filename -> how many upcoming GETs send half the body, then close
+        self.empty = {}  # filename -> how many upcoming GETs send headers only, then close
+        self.ignore_range = False  # answer Range requests with the whole file (200)
+        self.server_errors = {}  # filename -> how many upcoming requests (HEAD or GET) get HTTP 500
+        self.stall = set()  # filenames whose GETs send half the body, then hang until release
         self.stalled = threading.Event()  # set once a stalled GET has sent its half
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -100,10 +108,16 @@ class FakeHub:
                     return self._error(401, "RepoNotFound")
                 folder = unquote(m.group(3) or "").strip("/")
                 prefix = folder + "/" if folder else ""
-                entries = [{"type": "file", "path": name, "size": len(data),
-                            "oid": hashlib.sha1(data).hexdigest()}
-                           for name, data in sorted(hub.repos[m.group(1)].items())
-                           if name.startswith(prefix) and "/" not in name[len(prefix):]]
+                entries = [
+                    {
+                        "type": "file",
+                        "path": name,
+                        "size": len(data),
+                        "oid": hashlib.sha1(data).hexdigest(),
+                    }
+                    for name, data in sorted(hub.repos[m.group(1)].items())
+                    if name.startswith(prefix) and "/" not in name[len(prefix) :]
+                ]
                 payload = json.dumps(entries).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -1,4 +1,5 @@
 """tools/compare.py on tests/fake_train.py, a stand-in trainer that writes a valid log at once."""
+
 import signal
 import subprocess
 import sys
@@ -15,17 +16,38 @@ FAKE = REPO / "tests" / "fake_train.py"
 
 
 def compare(tmp_path, *args, **kw):
-    return subprocess.run([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_alternates_arms_with_shared_seeds_and_welch_p_values(tmp_path):
-    p = compare(tmp_path, "-n", "3", "--seed", "10", "--arm", f"base={FAKE} --loss=4.0 --ms=1000",
-                "--arm", f"fork={FAKE} --loss=3.9 --ms=700")
+    p = compare(
+        tmp_path,
+        "-n",
+        "3",
+        "--seed",
+        "10",
+        "--arm",
+        f"base={FAKE} --loss=4.0 --ms=1000",
+        "--arm",
+        f"fork={FAKE} --loss=3.9 --ms=700",
+    )
     assert p.returncode == 0, p.stderr
     rows = [line.split("\t") for line in (tmp_path / "out" / "runs.tsv").read_text().splitlines()]
-    assert [(r[0], r[1]) for r in rows] == [("base", "10"), ("fork", "10"), ("base", "11"), ("fork", "11"),
-                                            ("base", "12"), ("fork", "12")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("base", "10"),
+        ("fork", "10"),
+        ("base", "11"),
+        ("fork", "11"),
+        ("base", "12"),
+        ("fork", "12"),
+    ]
     # fake_train: loss L + 0.01 * (seed % 5), time M + seed ms
     base_loss, fork_loss = [4.0, 4.01, 4.02], [3.9, 3.91, 3.92]
     base_s, fork_s = [1.010, 1.011, 1.012], [0.710, 0.711, 0.712]
@@ -40,10 +62,25 @@ def test_alternates_arms_with_shared_seeds_and_welch_p_values(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_runs(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), "-n", "3",
-                             "--arm", f"fast={FAKE}", "--arm", f"slow={FAKE} --sleep=60"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(COMPARE),
+            "--out",
+            str(tmp_path / "out"),
+            "-n",
+            "3",
+            "--arm",
+            f"fast={FAKE}",
+            "--arm",
+            f"slow={FAKE} --sleep=60",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         first = proc.stdout.readline()
         assert first.startswith("[fast seed 1] val_loss 4.0100"), first
@@ -60,19 +97,37 @@ def test_ctrl_c_keeps_finished_runs(tmp_path):
 
 def test_bad_arms_and_failed_runs(tmp_path):
     p = compare(tmp_path, "--arm", "nameless")
-    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT [--name=value ...]"
+    assert (
+        p.returncode == 2
+        and p.stderr.strip() == "error: --arm 'nameless': expected NAME=SCRIPT [--name=value ...]"
+    )
     p = compare(tmp_path, "--arm", "a=notes.txt")
-    assert p.returncode == 2 and p.stderr.strip() == "error: --arm 'a=notes.txt': SCRIPT is neither a .py file nor an arm folder"
+    assert (
+        p.returncode == 2
+        and p.stderr.strip()
+        == "error: --arm 'a=notes.txt': SCRIPT is neither a .py file nor an arm folder"
+    )
     failing = tmp_path / "fails.py"
     failing.write_text("import sys\nfor i in range(7):\n    print(f'line {i}')\nsys.exit(3)\n")
-    p = compare(tmp_path, "-n", "1", "--arm", f"ok={FAKE}", "--arm", f"bad={failing}",
-                "--arm", f"typo={FAKE} --loss=4.o")
+    p = compare(
+        tmp_path,
+        "-n",
+        "1",
+        "--arm",
+        f"ok={FAKE}",
+        "--arm",
+        f"bad={failing}",
+        "--arm",
+        f"typo={FAKE} --loss=4.o",
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     out = p.stdout.splitlines()
     at = out.index("[bad seed 1] failed with exit code 3; its last output lines:")
-    assert out[at + 1:at + 6] == [f"    line {i}" for i in range(2, 7)]  # the last 5
+    assert out[at + 1 : at + 6] == [f"    line {i}" for i in range(2, 7)]  # the last 5
     at = out.index("[typo seed 1] failed with exit code 1; its last output lines:")
-    assert out[at + 1] == "    fake_train.py: --loss wants a float, got '4.o'"  # the child's own error line
+    assert (
+        out[at + 1] == "    fake_train.py: --loss wants a float, got '4.o'"
+    )  # the child's own error line
     assert p.stderr == "error: 2 run(s) failed; their output is above\n"
 
 
@@ -82,9 +137,15 @@ def test_an_arm_whose_script_is_not_a_file_is_refused_before_any_run(tmp_path, s
     p = compare(tmp_path, "--arm", f"base={FAKE}", "--arm", f"fork={script} --loss=3.9")
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
     if script == "missing.py":
-        assert p.stderr == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+        assert (
+            p.stderr
+            == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+        )
     else:  # a folder is an arm folder, or nothing: it has no fork.diff
-        assert p.stderr.startswith(f"error: --arm 'fork={script} --loss=3.9': ") and "no fork.diff" in p.stderr
+        assert (
+            p.stderr.startswith(f"error: --arm 'fork={script} --loss=3.9': ")
+            and "no fork.diff" in p.stderr
+        )
     assert p.stdout == "" and not (tmp_path / "logs").exists()  # the base arm did not run either
 
 
@@ -97,14 +158,33 @@ def test_fewer_than_one_run_is_refused(tmp_path, n):
 
 def test_ctrl_c_lets_the_running_child_log_its_interruption_and_freezes_nothing(tmp_path):
     exp = tmp_path / "exp"
-    proc = subprocess.Popen([sys.executable, str(COMPARE), "--out", str(tmp_path / "out"), "-n", "2",
-                             "--arm", f"slow={FAKE} --sleep=600", "--freeze", str(exp)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(COMPARE),
+            "--out",
+            str(tmp_path / "out"),
+            "-n",
+            "2",
+            "--arm",
+            f"slow={FAKE} --sleep=600",
+            "--freeze",
+            str(exp),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         log = None
         for _ in range(1200):  # up to 60 s for the child to start and write its log's head
-            log = next((tmp_path / "logs").glob("*.txt"), None) if (tmp_path / "logs").exists() else None
+            log = (
+                next((tmp_path / "logs").glob("*.txt"), None)
+                if (tmp_path / "logs").exists()
+                else None
+            )
             if log is not None and log.read_text().count("=" * 100) == 3:
                 break
             assert proc.poll() is None, proc.communicate()
@@ -116,20 +196,38 @@ def test_ctrl_c_lets_the_running_child_log_its_interruption_and_freezes_nothing(
     finally:
         proc.kill()
     assert proc.returncode == 130, out + err
-    assert log.read_text().endswith("\ninterrupted after step 0 (0ms of training); the log above is complete\n")
+    assert log.read_text().endswith(
+        "\ninterrupted after step 0 (0ms of training); the log above is complete\n"
+    )
     assert "interrupted: the finished runs above are kept" in out
-    assert err == (f"error: not frozen into {exp}: interrupted (finished runs per arm of -n 2: slow 0); "
-                   "rerun the whole set\n")
+    assert err == (
+        f"error: not frozen into {exp}: interrupted (finished runs per arm of -n 2: slow 0); "
+        "rerun the whole set\n"
+    )
     assert not exp.exists()
 
 
 def test_freeze_refuses_a_set_with_a_failed_run(tmp_path):
     exp, failing = tmp_path / "exp", tmp_path / "fails.py"
     failing.write_text("import sys\nsys.exit(3)\n")
-    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE}", "--arm", f"bad={failing}", "--freeze", str(exp))
-    assert p.returncode == 1 and "[bad seed 1] failed with exit code 3; it printed nothing" in p.stdout
-    assert p.stderr == (f"error: not frozen into {exp}: 2 run(s) failed (finished runs per arm of -n 2: base 2, "
-                        "bad 0); rerun the whole set\n")
+    p = compare(
+        tmp_path,
+        "-n",
+        "2",
+        "--arm",
+        f"base={FAKE}",
+        "--arm",
+        f"bad={failing}",
+        "--freeze",
+        str(exp),
+    )
+    assert (
+        p.returncode == 1 and "[bad seed 1] failed with exit code 3; it printed nothing" in p.stdout
+    )
+    assert p.stderr == (
+        f"error: not frozen into {exp}: 2 run(s) failed (finished runs per arm of -n 2: base 2, "
+        "bad 0); rerun the whole set\n"
+    )
     assert not exp.exists()
 
 
@@ -139,53 +237,125 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
     fork = tmp_path / "fork.py"
     fork.write_text(FAKE.read_text() + "# the fork\n")
     exp = tmp_path / "experiments" / "2025-01-01_Fake"
-    p = compare(tmp_path, "-n", "2", "--arm", f"base={FAKE} --loss=4.0", "--arm", f"fork={fork} --loss=3.9",
-                "--freeze", str(exp))
+    p = compare(
+        tmp_path,
+        "-n",
+        "2",
+        "--arm",
+        f"base={FAKE} --loss=4.0",
+        "--arm",
+        f"fork={fork} --loss=3.9",
+        "--freeze",
+        str(exp),
+    )
     assert p.returncode == 0, p.stderr
-    assert (exp / "arms.tsv").read_text() == f"base\t{FAKE} --loss=4.0\nfork\texperiments/2025-01-01_Fake/fork --loss=3.9\n"
+    assert (
+        exp / "arms.tsv"
+    ).read_text() == f"base\t{FAKE} --loss=4.0\nfork\texperiments/2025-01-01_Fake/fork --loss=3.9\n"
     assert not (exp / "base" / "fork.diff").exists() and not list(exp.rglob("*.py"))
     last3 = len(FAKE.read_text().splitlines()) - 2  # the hunk holds the base's last 3 lines
-    assert (exp / "fork" / "fork.diff").read_text() == (f"--- {FAKE}\n+++ experiments/2025-01-01_Fake/fork\n"
-                                                         f"@@ -{last3},3 +{last3},4 @@\n" + "".join(
-        f" {line}\n" for line in FAKE.read_text().splitlines()[-3:]) + "+# the fork\n")
+    assert (exp / "fork" / "fork.diff").read_text() == (
+        f"--- {FAKE}\n+++ experiments/2025-01-01_Fake/fork\n"
+        f"@@ -{last3},3 +{last3},4 @@\n"
+        + "".join(f" {line}\n" for line in FAKE.read_text().splitlines()[-3:])
+        + "+# the fork\n"
+    )
     for arm in ("base", "fork"):
         assert len(list((exp / arm).glob("*.txt"))) == 2
-    table = p.stdout[p.stdout.index("arm "):p.stdout.index("froze ")].rstrip("\n")
+    table = p.stdout[p.stdout.index("arm ") : p.stdout.index("froze ")].rstrip("\n")
     assert table in (exp / "README.md").read_text() and (exp / "compare.png").exists()
     (tmp_path / "records").mkdir()
-    check = [sys.executable, str(REPO / "tools" / "check.py"), "--records", str(tmp_path / "records"),
-             "--experiments", str(tmp_path / "experiments")]
+    check = [
+        sys.executable,
+        str(REPO / "tools" / "check.py"),
+        "--records",
+        str(tmp_path / "records"),
+        "--experiments",
+        str(tmp_path / "experiments"),
+    ]
     ok = subprocess.run(check, capture_output=True, text=True)
-    assert ok.returncode == 0 and "experiments/2025-01-01_Fake  OK" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "experiments/2025-01-01_Fake  OK" in ok.stdout, (
+        ok.stdout + ok.stderr
+    )
 
-    again = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "again"), "--arm", "again=experiments/2025-01-01_Fake/fork")
+    again = compare(
+        tmp_path,
+        "-n",
+        "1",
+        "--out",
+        str(tmp_path / "again"),
+        "--arm",
+        "again=experiments/2025-01-01_Fake/fork",
+    )
     assert again.returncode == 0, again.stderr
     log = tmp_path / again.stdout.split("[again seed 1] val_loss ")[1].splitlines()[0].split()[-1]
     assert log.read_text().split("=" * 100 + "\n")[1] == fork.read_text()
 
     log = next((exp / "fork").glob("*.txt"))
-    log.write_text(log.read_text().replace("val_loss:3.9", "val_loss:3.8"))  # both the step and final lines
+    log.write_text(
+        log.read_text().replace("val_loss:3.9", "val_loss:3.8")
+    )  # both the step and final lines
     bad = subprocess.run(check, capture_output=True, text=True)
     assert bad.returncode == 1 and f"FAIL: fork/{log.name}: edited since the manifest" in bad.stdout
-    subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--write-manifest", str(exp)], check=True,
-                   capture_output=True)  # a manifest rewritten too: the README's table still tells
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "check.py"), "--write-manifest", str(exp)],
+        check=True,
+        capture_output=True,
+    )  # a manifest rewritten too: the README's table still tells
     bad = subprocess.run(check, capture_output=True, text=True)
-    assert bad.returncode == 1 and "README.md does not hold the table recomputed from the logs" in bad.stdout
-    assert compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2  # never overwritten
+    assert (
+        bad.returncode == 1
+        and "README.md does not hold the table recomputed from the logs" in bad.stdout
+    )
+    assert (
+        compare(tmp_path, "--arm", f"base={FAKE}", "--freeze", str(exp)).returncode == 2
+    )  # never overwritten
 
-    again = tmp_path / "experiments" / "2025-01-02_Again"  # an arm that runs a stored arm folder names it
-    p = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "out2"), "--arm", f"base={FAKE}",
-                "--arm", "same=experiments/2025-01-01_Fake/fork --loss=3.7", "--freeze", str(again))
+    again = (
+        tmp_path / "experiments" / "2025-01-02_Again"
+    )  # an arm that runs a stored arm folder names it
+    p = compare(
+        tmp_path,
+        "-n",
+        "1",
+        "--out",
+        str(tmp_path / "out2"),
+        "--arm",
+        f"base={FAKE}",
+        "--arm",
+        "same=experiments/2025-01-01_Fake/fork --loss=3.7",
+        "--freeze",
+        str(again),
+    )
     assert p.returncode == 0, p.stderr
-    assert (again / "arms.tsv").read_text().splitlines()[1] == "same\texperiments/2025-01-01_Fake/fork --loss=3.7"
-    assert not (again / "same" / "fork.diff").exists(), "the fork is stored once, not copied as a second diff"
+    assert (again / "arms.tsv").read_text().splitlines()[
+        1
+    ] == "same\texperiments/2025-01-01_Fake/fork --loss=3.7"
+    assert not (again / "same" / "fork.diff").exists(), (
+        "the fork is stored once, not copied as a second diff"
+    )
 
-    third = tmp_path / "experiments" / "2025-01-03_Tracked"  # an arm that runs another tracked script names it
-    p = compare(tmp_path, "-n", "1", "--out", str(tmp_path / "out3"), "--arm", "fork=experiments/2025-01-01_Fake/fork",
-                "--arm", f"plain={FAKE} --loss=3.6", "--freeze", str(third))
+    third = (
+        tmp_path / "experiments" / "2025-01-03_Tracked"
+    )  # an arm that runs another tracked script names it
+    p = compare(
+        tmp_path,
+        "-n",
+        "1",
+        "--out",
+        str(tmp_path / "out3"),
+        "--arm",
+        "fork=experiments/2025-01-01_Fake/fork",
+        "--arm",
+        f"plain={FAKE} --loss=3.6",
+        "--freeze",
+        str(third),
+    )
     assert p.returncode == 0, p.stderr
     assert (third / "arms.tsv").read_text().splitlines()[1] == f"plain\t{FAKE} --loss=3.6"
-    assert not (third / "plain" / "fork.diff").exists(), "a tracked script is named, not stored again as a diff"
+    assert not (third / "plain" / "fork.diff").exists(), (
+        "a tracked script is named, not stored again as a diff"
+    )
 
 
 def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
@@ -194,9 +364,17 @@ def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
     fork.parent.mkdir(exist_ok=True)
     fork.write_text(FAKE.read_text())
     try:
-        p = compare(tmp_path, "--arm", f"fork={fork}", "--freeze", str(tmp_path / "experiments" / "2025-01-01_X"))
+        p = compare(
+            tmp_path,
+            "--arm",
+            f"fork={fork}",
+            "--freeze",
+            str(tmp_path / "experiments" / "2025-01-01_X"),
+        )
     finally:
         fork.unlink()
     assert p.returncode == 2 and not (tmp_path / "out").exists()
-    assert p.stderr == (f"error: --freeze: the base {fork} is not tracked by git, so a clone would lack it: name the "
-                        f"tracked script it forks, e.g. --base records/<track>/<record>/train_gpt.py\n")
+    assert p.stderr == (
+        f"error: --freeze: the base {fork} is not tracked by git, so a clone would lack it: name the "
+        f"tracked script it forks, e.g. --base records/<track>/<record>/train_gpt.py\n"
+    )

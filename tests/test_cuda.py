@@ -5,6 +5,7 @@
 FlexAttention (compiled, with the BlockMask built from block bounds) must agree with the CPU path (attention written
 out over the same mask as a boolean tensor) in the loss and in every gradient, and the full FineWeb configuration must
 compile and train a few steps on synthetic shards, sized to this GPU's memory as train_gpt.py sizes it."""
+
 import re
 import subprocess
 import sys
@@ -21,8 +22,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_flex_attention_path_agrees_with_cpu_path():
-    h = train_gpt.parse_args(["--num_layers=4", "--model_dim=256", "--num_heads=2", "--num_value_embeds=1",
-                              "--seq_len=2048", "--dtype=float32"])
+    h = train_gpt.parse_args(
+        [
+            "--num_layers=4",
+            "--model_dim=256",
+            "--num_heads=2",
+            "--num_value_embeds=1",
+            "--seq_len=2048",
+            "--dtype=float32",
+        ]
+    )
     torch.manual_seed(0)
     model = train_gpt.GPT(h)
     for p in model.parameters():  # zero-init projections and head would hide differences
@@ -42,7 +51,9 @@ def test_flex_attention_path_agrees_with_cpu_path():
         gpu.backward()
         gpu_grads = [p.grad.cpu() for p in model.parameters()]
         model.cpu()
-        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=0)  # fp32 both, sums in another order
+        torch.testing.assert_close(
+            gpu.cpu(), cpu, rtol=1e-3, atol=0
+        )  # fp32 both, sums in another order
         for (name, _), a, b in zip(model.named_parameters(), gpu_grads, cpu_grads):
             torch.testing.assert_close(a, b, rtol=2e-2, atol=1e-5 * b.abs().max().item(), msg=name)
 
@@ -57,22 +68,39 @@ def test_full_configuration_compiles_and_trains(tmp_path):
     stream[rng.random(stream.size) < 1 / 1000] = 50256  # documents of ~1,000 tokens, as in FineWeb
     stream[0] = 50256
     shards.write_shard(tmp_path / "fineweb_train_000000.bin", stream)
-    shards.write_shard(tmp_path / "fineweb_val_000000.bin", stream[:2 * seq_len + 1])
-    p = subprocess.run([sys.executable, SCRIPT, f"--train_files={tmp_path}/fineweb_train_*.bin",
-                        f"--val_files={tmp_path}/fineweb_val_*.bin", f"--val_tokens={2 * seq_len}",
-                        "--num_iterations=6", "--val_loss_every=0"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=1200)
+    shards.write_shard(tmp_path / "fineweb_val_000000.bin", stream[: 2 * seq_len + 1])
+    p = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            f"--train_files={tmp_path}/fineweb_train_*.bin",
+            f"--val_files={tmp_path}/fineweb_val_*.bin",
+            f"--val_tokens={2 * seq_len}",
+            "--num_iterations=6",
+            "--val_loss_every=0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     log = newest_log(tmp_path)
     assert f"grad_accum_steps:{h.batch_size // device_batch_size} " in log
     assert (f"seq_len={seq_len} " in log) and (f"device_batch_size={device_batch_size} " in log)
     steps = step_lines(log)
-    assert all(np.isfinite(steps[(s, "train")]) for s in range(1, 7)) and np.isfinite(steps[(6, "val")])
+    assert all(np.isfinite(steps[(s, "train")]) for s in range(1, 7)) and np.isfinite(
+        steps[(6, "val")]
+    )
     times = [int(t) for t in re.findall(r"^step:\d+/6 train_loss.* train_time:(\d+)ms", log, re.M)]
-    ms_per_step = (times[-1] - times[0]) / (len(times) - 1)  # steps 2-6: the first may still tune kernels
+    ms_per_step = (times[-1] - times[0]) / (
+        len(times) - 1
+    )  # steps 2-6: the first may still tune kernels
     peak = int(re.search(r"^peak_memory:(\d+)MiB", log, re.M)[1])
     estimate = train_gpt.memory_estimate(h, num_params, device_batch_size) / 2**30
     throughput = re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)[0]
-    print(f"\n{torch.cuda.get_device_name()} ({gpu_bytes / 2**30:.0f} GiB): {ms_per_step:.0f} ms/step for "
-          f"{h.batch_size} tokens as {h.batch_size // device_batch_size} micro-steps of {device_batch_size} "
-          f"(seq_len {seq_len}); peak {peak / 1024:.1f} GiB allocated (estimate {estimate:.1f}); {throughput}")
+    print(
+        f"\n{torch.cuda.get_device_name()} ({gpu_bytes / 2**30:.0f} GiB): {ms_per_step:.0f} ms/step for "
+        f"{h.batch_size} tokens as {h.batch_size // device_batch_size} micro-steps of {device_batch_size} "
+        f"(seq_len {seq_len}); peak {peak / 1024:.1f} GiB allocated (estimate {estimate:.1f}); {throughput}"
+    )

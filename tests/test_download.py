@@ -3,6 +3,7 @@
 The downloader runs in a subprocess, as a user would run it, with HF_ENDPOINT pointing at the fake
 server, HF_HOME and the target directory (--dir) in tmp_path.
 """
+
 import os
 import signal
 import socket
@@ -18,8 +19,12 @@ from fakehub import FakeHub, hub_env  # noqa: E402
 
 SCRIPT = os.path.join(REPO, "data", "cached_fineweb10B.py")
 FINEWEB = "kjj0/fineweb10B-gpt2"
-VAL, T1, T2, T3 = ("fineweb_val_000000.bin", "fineweb_train_000001.bin",
-                   "fineweb_train_000002.bin", "fineweb_train_000003.bin")
+VAL, T1, T2, T3 = (
+    "fineweb_val_000000.bin",
+    "fineweb_train_000001.bin",
+    "fineweb_train_000002.bin",
+    "fineweb_train_000003.bin",
+)
 
 
 def shard_bytes(tmp_path, tokens, ntok=None):
@@ -35,8 +40,11 @@ def shard_bytes(tmp_path, tokens, ntok=None):
 @pytest.fixture
 def tokens():
     rng = np.random.default_rng(0)
-    return {VAL: rng.integers(0, 50257, 3000), T1: rng.integers(0, 50257, 20000),
-            T2: rng.integers(0, 50257, 20000)}
+    return {
+        VAL: rng.integers(0, 50257, 3000),
+        T1: rng.integers(0, 50257, 20000),
+        T2: rng.integers(0, 50257, 20000),
+    }
 
 
 @pytest.fixture
@@ -47,9 +55,14 @@ def hub(tmp_path, tokens):
 
 
 def run(tmp_path, endpoint, *args, offline=False):
-    return subprocess.run([sys.executable, SCRIPT, *args, "--dir", str(tmp_path / "data")],
-                          cwd=tmp_path, env=hub_env(endpoint, tmp_path / "hf", offline),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args, "--dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=hub_env(endpoint, tmp_path / "hf", offline),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def one_line(stderr):
@@ -126,12 +139,17 @@ def test_transfer_that_keeps_failing_leaves_no_partial_bin(tmp_path, hub, tokens
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_killed_mid_transfer_leaves_no_partial_bin(tmp_path, hub, tokens, sig):
     hub.stall.add(T1)
-    proc = subprocess.Popen([sys.executable, SCRIPT, "1", "--dir", str(tmp_path / "data")],
-                            cwd=tmp_path, env=hub_env(hub.url, tmp_path / "hf"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell that started us in the background ignores SIGINT, and the child
-                            # would inherit that; a user's Ctrl-C reaches a foreground process
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "1", "--dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=hub_env(hub.url, tmp_path / "hf"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell that started us in the background ignores SIGINT, and the child
+        # would inherit that; a user's Ctrl-C reaches a foreground process
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert hub.stalled.wait(30)
         proc.send_signal(sig)

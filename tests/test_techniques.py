@@ -2,6 +2,7 @@
 on GPUs from per-block document bounds, written out over a boolean mask on CPUs), window warmup, value embeddings, Muon's grouping,
 the full-softmax loss, fixed-length sampling, fitting a GPU's memory, and the full-size FineWeb configuration
 taking an optimizer step."""
+
 import re
 import subprocess
 import sys
@@ -45,17 +46,27 @@ def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
     mask_mod = train_gpt.document_window_mask(docs, torch.tensor(window))
     reference = create_block_mask(mask_mod, B, None, T, T, device="cpu")  # evaluates every (q, k)
     assert torch.equal(ours.to_dense(), reference.to_dense()), "the same blocks computed"
-    whole = T // 128  # a query block cut short: create_block_mask calls a key block "partial" for its padded queries
+    whole = (
+        T // 128
+    )  # a query block cut short: create_block_mask calls a key block "partial" for its padded queries
     for kind in ("kv_num_blocks", "full_kv_num_blocks"):
-        assert torch.equal(getattr(ours, kind)[..., :whole], getattr(reference, kind)[..., :whole]), kind
-    q, k, v = (torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        assert torch.equal(
+            getattr(ours, kind)[..., :whole], getattr(reference, kind)[..., :whole]
+        ), kind
+    q, k, v = (
+        torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
     dense = train_gpt.attention_mask(idx, BOS, torch.tensor(window))
     assert dense.shape == (B, 1, T, T) and dense.dtype == torch.bool
     sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()": expected on CPU
+        warnings.simplefilter(
+            "ignore"
+        )  # "flex_attention called without torch.compile()": expected on CPU
         for block_mask in (ours, reference):
-            torch.testing.assert_close(flex_attention(q, k, v, block_mask=block_mask), sdpa, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                flex_attention(q, k, v, block_mask=block_mask), sdpa, atol=1e-5, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -70,10 +81,14 @@ def test_cpu_attention_written_out_equals_sdpa(dtype, tol):
     mask = train_gpt.attention_mask(idx, BOS, torch.tensor(128))
     x = torch.randn(2, 256, 64).to(dtype)
 
-    def reference(x):  # the forward, with F.scaled_dot_product_attention in fp32 where the script writes it out
+    def reference(
+        x,
+    ):  # the forward, with F.scaled_dot_product_attention in fp32 where the script writes it out
         q, k, v = (lin(x).view(2, 256, 2, 32) for lin in (attn.q, attn.k, attn.v))
         q, k = attn.rotary(train_gpt.norm(q)), attn.rotary(train_gpt.norm(k))
-        y = F.scaled_dot_product_attention(*(t.transpose(1, 2).float() for t in (q, k, v)), attn_mask=mask)
+        y = F.scaled_dot_product_attention(
+            *(t.transpose(1, 2).float() for t in (q, k, v)), attn_mask=mask
+        )
         return attn.proj(y.to(dtype).transpose(1, 2).reshape(2, 256, 64))
 
     outputs = []
@@ -93,7 +108,10 @@ def test_mask_semantics():
     idx = random_docs(1, 600, starts_per_row=[3], seed=3)
     docs = (idx[0] == BOS).cumsum(0).tolist()
     mask = train_gpt.attention_mask(idx, BOS, 256)[0, 0]
-    expected = [[k <= q and docs[k] == docs[q] and q // 128 - k // 128 < 2 for k in range(600)] for q in range(600)]
+    expected = [
+        [k <= q and docs[k] == docs[q] and q // 128 - k // 128 < 2 for k in range(600)]
+        for q in range(600)
+    ]
     assert mask.tolist() == expected
     assert mask.diagonal().all(), "every token sees itself, so no row of the softmax is empty"
 
@@ -104,7 +122,9 @@ def test_full_softmax_cross_entropy_equals_log_softmax_gather():
     torch.manual_seed(0)
     h = SimpleNamespace(model_dim=32, vocab_size=200, head_cutoffs="", logit_softcap=15.0)
     head = train_gpt.AdaptiveSoftmax(h)
-    torch.nn.init.normal_(head.head.weight, std=2.0)  # logits large enough for the softcap to matter
+    torch.nn.init.normal_(
+        head.head.weight, std=2.0
+    )  # logits large enough for the softcap to matter
     x, targets = torch.randn(64, 32, requires_grad=True), torch.randint(0, 200, (64,))
     loss = head(x, targets)
     grads = torch.autograd.grad(loss, [x, head.head.weight])
@@ -116,8 +136,10 @@ def test_full_softmax_cross_entropy_equals_log_softmax_gather():
         torch.testing.assert_close(new, before, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("gib, expected", [(24, (16384, 16384)), (40, (32768, 32768)), (80, (65536, 65536)),
-                                           (141, (65536, 65536))])
+@pytest.mark.parametrize(
+    "gib, expected",
+    [(24, (16384, 16384)), (40, (32768, 32768)), (80, (65536, 65536)), (141, (65536, 65536))],
+)
 def test_fit_to_memory_for_common_gpus(gib, expected):
     """The FineWeb configuration's rows halve until the estimate fits 80% of the GPU; the step's tokens stay."""
     h = train_gpt.parse_args([])
@@ -126,7 +148,9 @@ def test_fit_to_memory_for_common_gpus(gib, expected):
     assert (seq_len, device_batch_size) == expected
     assert train_gpt.memory_estimate(h, num_params, device_batch_size) <= 0.8 * gib * 2**30
     assert h.batch_size % seq_len == 0 and seq_len >= h.window_max
-    wide = train_gpt.parse_args(["--device_batch_size=131072"])  # two rows per forward: fewer rows first
+    wide = train_gpt.parse_args(
+        ["--device_batch_size=131072"]
+    )  # two rows per forward: fewer rows first
     assert train_gpt.fit_to_memory(wide, num_params, 80 * 2**30) == (65536, 65536)
 
 
@@ -137,14 +161,26 @@ def test_window_warmup_schedule():
     assert all(w % 128 == 0 for w in windows), "whole FlexAttention blocks"
     assert all(a <= b for a, b in zip(windows, windows[1:])), "the window only grows"
     shares = [windows[:-1].count(128 * blocks) for blocks in range(1, 15)]
-    assert min(shares) >= 71 and max(shares) <= 72, "each of the 14 block counts for 1/14 of the steps"
+    assert min(shares) >= 71 and max(shares) <= 72, (
+        "each of the 14 block counts for 1/14 of the steps"
+    )
     fixed = train_gpt.parse_args(["--window_min=1024", "--window_max=1024"])
     assert {train_gpt.window_size(s, fixed) for s in range(0, fixed.num_iterations, 7)} == {1024}
 
 
 def tiny_hparams(*args):
-    return train_gpt.parse_args(["--track=cpu_shakespeare", "--num_layers=4", "--model_dim=64", "--vocab_size=128",
-                                 "--head_cutoffs=", "--seq_len=32", f"--bos_id={BOS}", *args])
+    return train_gpt.parse_args(
+        [
+            "--track=cpu_shakespeare",
+            "--num_layers=4",
+            "--model_dim=64",
+            "--vocab_size=128",
+            "--head_cutoffs=",
+            "--seq_len=32",
+            f"--bos_id={BOS}",
+            *args,
+        ]
+    )
 
 
 def test_value_embeddings_change_nothing_at_init():
@@ -157,7 +193,9 @@ def test_value_embeddings_change_nothing_at_init():
         torch.manual_seed(0)
         model = train_gpt.GPT(tiny_hparams(f"--num_value_embeds={n}"))
         g = torch.Generator().manual_seed(1)
-        for p in model.parameters():  # zero-init projections and head would make any comparison trivial
+        for (
+            p
+        ) in model.parameters():  # zero-init projections and head would make any comparison trivial
             if p.ndim == 2 and not p.any():
                 torch.nn.init.normal_(p, std=0.05, generator=g)
         losses[n] = model(idx, 128, targets)
@@ -165,7 +203,12 @@ def test_value_embeddings_change_nothing_at_init():
             losses[n].backward()
             assert all(not ve.weight.grad.any() for ve in model.value_embeds)
             gates = [b.attn.ve_gate for b in model.blocks]
-            assert [g is not None for g in gates] == [True, True, True, True]  # layers 0, 1 and, reversed, 2, 3
+            assert [g is not None for g in gates] == [
+                True,
+                True,
+                True,
+                True,
+            ]  # layers 0, 1 and, reversed, 2, 3
             assert all(g.grad.abs() > 0 for g in gates)
     assert torch.equal(losses[0], losses[2])
     one = train_gpt.GPT(tiny_hparams("--num_value_embeds=1"))
@@ -182,7 +225,9 @@ def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
         mlp.dprelu.copy_(torch.tensor([0.3, 1.2, 0.1, -0.2]))
     x = torch.randn(5, h.model_dim)
     a, b = (x @ mlp.fc.weight.T).chunk(2, dim=-1)
-    expected = ((1.2 * (a - 0.1).clamp(min=0) - 0.3 * (0.1 - a).clamp(min=0) - 0.2) * b) @ mlp.proj.weight.T
+    expected = (
+        (1.2 * (a - 0.1).clamp(min=0) - 0.3 * (0.1 - a).clamp(min=0) - 0.2) * b
+    ) @ mlp.proj.weight.T
     torch.testing.assert_close(mlp(x), expected)
     relu2 = train_gpt.MLP(tiny_hparams("--activation=relu2"))
     assert relu2.dprelu is None and relu2.fc.weight.shape == (4 * h.model_dim, h.model_dim)
@@ -199,18 +244,27 @@ def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
 
 def test_muon_groups_transposed_shapes_together():
     """Newton-Schulz costs the same on (a, b) and (b, a): one group, so ranks share them evenly."""
-    params = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(16, 64), (64, 16), (16, 64), (16, 16)]]
+    params = [
+        torch.nn.Parameter(torch.randn(*shape))
+        for shape in [(16, 64), (64, 16), (16, 64), (16, 16)]
+    ]
     opt = train_gpt.Muon(params, lr=0.02, momentum=0.95, ns_dtype=torch.float32)
     assert sorted(len(g["params"]) for g in opt.param_groups) == [1, 3]
     for p in params:
         p.grad = torch.randn_like(p)
     before = [p.detach().clone() for p in params]
     opt.step()
-    for p, p0, in zip(params, before):
+    for (
+        p,
+        p0,
+    ) in zip(params, before):
         update = (p0 - p.detach()) / 0.02 / max(1, p.size(0) / p.size(1)) ** 0.5
-        expected = train_gpt.zeropower_via_newtonschulz5(p.grad.lerp(opt.state[p]["momentum_buffer"], 0.95),
-                                                         dtype=torch.float32)
-        torch.testing.assert_close(update, expected, atol=1e-4, rtol=1e-4)  # tall ones transposed back
+        expected = train_gpt.zeropower_via_newtonschulz5(
+            p.grad.lerp(opt.state[p]["momentum_buffer"], 0.95), dtype=torch.float32
+        )
+        torch.testing.assert_close(
+            update, expected, atol=1e-4, rtol=1e-4
+        )  # tall ones transposed back
 
 
 def test_full_size_fineweb_configuration_steps_on_cpu(tmp_path):
@@ -224,15 +278,38 @@ def test_full_size_fineweb_configuration_steps_on_cpu(tmp_path):
     stream[rng.choice(4096, size=8, replace=False)] = 50256
     shards.write_shard(tmp_path / "fineweb_train_000000.bin", stream)
     shards.write_shard(tmp_path / "fineweb_val_000000.bin", stream[:2048])
-    p = subprocess.run([sys.executable, SCRIPT, f"--train_files={tmp_path}/fineweb_train_*.bin",
-                        f"--val_files={tmp_path}/fineweb_val_*.bin", "--val_tokens=256", "--seq_len=256",
-                        "--batch_size=256", "--device_batch_size=256", "--num_iterations=1", "--compile=false",
-                        "--peak_flops=1e12", "--dtype=float32"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            f"--train_files={tmp_path}/fineweb_train_*.bin",
+            f"--val_files={tmp_path}/fineweb_val_*.bin",
+            "--val_tokens=256",
+            "--seq_len=256",
+            "--batch_size=256",
+            "--device_batch_size=256",
+            "--num_iterations=1",
+            "--compile=false",
+            "--peak_flops=1e12",
+            "--dtype=float32",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     log = newest_log(tmp_path)
     params = int(re.search(r"^params:(\d+) ", log, re.M)[1])
-    assert params == 12 * (4 * 768 * 768 + 2 * 4 * 768 * 768 + 2) + 5 * 50304 * 768 + 6 + 6, params  # embed, 3 value embeds, head
-    assert "num_layers=12 model_dim=768 num_heads=6 num_value_embeds=3" in log and "logit_softcap=15.0" in log
+    assert params == 12 * (4 * 768 * 768 + 2 * 4 * 768 * 768 + 2) + 5 * 50304 * 768 + 6 + 6, (
+        params
+    )  # embed, 3 value embeds, head
+    assert (
+        "num_layers=12 model_dim=768 num_heads=6 num_value_embeds=3" in log
+        and "logit_softcap=15.0" in log
+    )
     steps = step_lines(log)
     assert np.isfinite(steps[(1, "train")]) and np.isfinite(steps[(1, "val")])
-    assert abs(steps[(1, "train")] - np.log(50304)) < 0.1, "zero-init head: a uniform first prediction"
+    assert abs(steps[(1, "train")] - np.log(50304)) < 0.1, (
+        "zero-init head: a uniform first prediction"
+    )

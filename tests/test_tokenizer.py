@@ -4,6 +4,7 @@ The fetch tests never reach the network: pip is pointed at a package index in a 
 (a file:// "simple" index, no pip config, no build isolation) that serves the openai-whisper sdist
 ./test.sh cached in data/cache before the suite; the repo's data/cache is only read.
 """
+
 import os
 import shutil
 
@@ -13,8 +14,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import tokenizer  # noqa: E402
 
-SAMPLE = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-          "  It's 3.14159 o'clock -- naïve café, Ελληνικά, 日本語, emoji 🎭\t\r\n end ")
+SAMPLE = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "  It's 3.14159 o'clock -- naïve café, Ελληνικά, 日本語, emoji 🎭\t\r\n end "
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +53,12 @@ def test_ranks_file_pinned(enc):
 def test_matches_tiktoken_gpt2(enc):
     try:
         import tiktoken
+
         ref = tiktoken.get_encoding("gpt2")
     except Exception as e:
-        pytest.skip(f"tiktoken's own gpt2 cannot load here ({type(e).__name__}); "
-                    f"nothing to compare against")
+        pytest.skip(
+            f"tiktoken's own gpt2 cannot load here ({type(e).__name__}); nothing to compare against"
+        )
     assert ref.encode_ordinary(SAMPLE) == enc.encode_ordinary(SAMPLE)
     assert ref.n_vocab == enc.n_vocab and ref.eot_token == enc.eot_token
 

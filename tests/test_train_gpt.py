@@ -1,4 +1,5 @@
 """Tests of train_gpt.py on CPU: tiny models trained for a few steps on shards made here."""
+
 import gc
 import os
 import re
@@ -20,11 +21,25 @@ import shards  # noqa: E402
 import train_gpt  # noqa: E402
 
 STEP_RE = runlog.STEP_RE  # the one definition of the step-line format
-TINY = ["--track=cpu_shakespeare", "--train_files=train_*.bin", "--val_files=val_*.bin", "--num_layers=2",
-        "--model_dim=64", "--num_heads=2", "--seq_len=64", "--device_batch_size=256", "--batch_size=512",
-        "--val_tokens=2000", "--peak_flops=1e11", "--seed=1",
-        "--vocab_size=1024", "--head_cutoffs=64,256", "--bos_id=999", "--compile=false",  # the tiny streams use ids < 1000
-        "--dtype=float32"]  # the preset's bf16 would blur the equalities these runs check; bf16 has its own unit tests
+TINY = [
+    "--track=cpu_shakespeare",
+    "--train_files=train_*.bin",
+    "--val_files=val_*.bin",
+    "--num_layers=2",
+    "--model_dim=64",
+    "--num_heads=2",
+    "--seq_len=64",
+    "--device_batch_size=256",
+    "--batch_size=512",
+    "--val_tokens=2000",
+    "--peak_flops=1e11",
+    "--seed=1",
+    "--vocab_size=1024",
+    "--head_cutoffs=64,256",
+    "--bos_id=999",
+    "--compile=false",  # the tiny streams use ids < 1000
+    "--dtype=float32",
+]  # the preset's bf16 would blur the equalities these runs check; bf16 has its own unit tests
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +58,17 @@ def run(workdir, *args, nproc=1, check=True):
     if nproc == 1:
         cmd = [sys.executable, SCRIPT]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", SCRIPT]
-    p = subprocess.run(cmd + TINY + list(args), cwd=workdir, capture_output=True, text=True, timeout=300)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            SCRIPT,
+        ]
+    p = subprocess.run(
+        cmd + TINY + list(args), cwd=workdir, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return p
@@ -80,10 +104,14 @@ def test_tiny_run_learns_and_logs(workdir):
     ruler = "=" * 100 + "\n"
     assert log.split(ruler)[1] == open(SCRIPT).read(), "the log must embed the exact source"
     lines = [line for line in log.split(ruler)[3].splitlines() if line.startswith("step:")]
-    assert lines and all(STEP_RE.fullmatch(line) for line in lines), "every step line parses with one regex"
+    assert lines and all(STEP_RE.fullmatch(line) for line in lines), (
+        "every step line parses with one regex"
+    )
     steps = step_lines(log)
     assert [s for s, kind in steps if kind == "val"] == [10, 20, 30]
-    assert steps[(30, "val")] < steps[(10, "val")] - 0.5 and steps[(30, "val")] < 5.0, "val loss must fall"
+    assert steps[(30, "val")] < steps[(10, "val")] - 0.5 and steps[(30, "val")] < 5.0, (
+        "val loss must fall"
+    )
     assert steps[(30, "train")] < steps[(1, "train")] - 2.0
     assert f"final_val_loss:{steps[(30, 'val')]:.4f}" in log
     assert re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)
@@ -97,7 +125,13 @@ def test_any_world_size_equals_one_rank_with_accumulation(workdir):
     norms agree to within one unit in the last place. Adam's lrs are lowered: at the track's lrs its
     first steps move every weight by about +-lr whatever the gradient's size, so a rounding-level
     gradient that flips sign moves a weight by 2 * 0.6, and 3 ranks then drift by 2-13e-4 by step 5."""
-    args = ["--num_iterations=6", "--val_loss_every=3", "--embed_lr=0.006", "--head_lr=0.0001", "--scalar_lr=0.0004"]
+    args = [
+        "--num_iterations=6",
+        "--val_loss_every=3",
+        "--embed_lr=0.006",
+        "--head_lr=0.0001",
+        "--scalar_lr=0.0004",
+    ]
     run(workdir, *args)
     one_rank = step_lines(newest_log(workdir))
     assert "world_size:1 grad_accum_steps:2 " in newest_log(workdir)
@@ -116,8 +150,10 @@ def test_too_small_batch_for_the_world_size_is_refused():
     h = train_gpt.parse_args(TINY + ["--batch_size=128"])  # 2 rows of 64 for 3 ranks
     with pytest.raises(SystemExit) as stop:
         train_gpt.split_batch(h, 3)
-    assert str(stop.value.code) == ("train_gpt.py: 2 rows per step cannot fill 3 ranks x 1 micro-steps; "
-                                    "raise batch_size or lower seq_len")
+    assert str(stop.value.code) == (
+        "train_gpt.py: 2 rows per step cannot fill 3 ranks x 1 micro-steps; "
+        "raise batch_size or lower seq_len"
+    )
 
 
 # rectangular Gaussian matrices are well conditioned; a square one has singular values near 0,
@@ -146,7 +182,9 @@ def _muon_params(seed):
 
 
 def _muon_steps(params, rank, world_size, steps=3):
-    opt = train_gpt.Muon(params, lr=0.02, momentum=0.95, ns_dtype=torch.float32, rank=rank, world_size=world_size)
+    opt = train_gpt.Muon(
+        params, lr=0.02, momentum=0.95, ns_dtype=torch.float32, rank=rank, world_size=world_size
+    )
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         for p in params:
@@ -157,8 +195,11 @@ def _muon_steps(params, rank, world_size, steps=3):
 
 def _distributed_muon_worker(rank, world_size, init_file, out_file):
     import torch.distributed as dist
+
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     result = _muon_steps(_muon_params(0), rank, world_size)
     if rank == 0:
         torch.save(result, out_file)
@@ -171,12 +212,17 @@ def _distributed_muon_worker(rank, world_size, init_file, out_file):
 
 
 def test_distributed_muon_equals_single_process(tmp_path):
-    torch.multiprocessing.spawn(_distributed_muon_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")),
-                                nprocs=2)
+    torch.multiprocessing.spawn(
+        _distributed_muon_worker,
+        args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")),
+        nprocs=2,
+    )
     distributed = torch.load(tmp_path / "out.pt")
     single = _muon_steps(_muon_params(0), 0, 1)
     for a, b in zip(distributed, single):
-        assert torch.equal(a, b), "each matrix gets the same Newton-Schulz work, just on another rank"
+        assert torch.equal(a, b), (
+            "each matrix gets the same Newton-Schulz work, just on another rank"
+        )
     assert not torch.equal(single[0], _muon_params(0)[0]), "the parameters moved"
 
 
@@ -200,7 +246,9 @@ def main_stops(cwd, monkeypatch, capsys, *args):
     return message
 
 
-def test_missing_files_give_one_line_error(workdir):  # a subprocess: the process's stderr is one line, no traceback
+def test_missing_files_give_one_line_error(
+    workdir,
+):  # a subprocess: the process's stderr is one line, no traceback
     err = one_line_error(run(workdir, "--train_files=nothing/shakespeare_train_*.bin", check=False))
     assert "nothing/shakespeare_train_*.bin" in err and "python data/shakespeare.py" in err
 
@@ -221,8 +269,10 @@ def test_bad_shard_gives_one_line_error(workdir, tmp_path, monkeypatch, capsys, 
 
 
 def test_unknown_override_lists_valid_names():
-    for arg, expected in (("--num_iteration=5", ["--num_iteration", "num_iterations", "val_loss_every"]),
-                          ("--num_iterations=five", ["wants a int"])):
+    for arg, expected in (
+        ("--num_iteration=5", ["--num_iteration", "num_iterations", "val_loss_every"]),
+        ("--num_iterations=five", ["wants a int"]),
+    ):
         with pytest.raises(SystemExit) as stop:  # in-process, as above
             train_gpt.parse_args([arg])
         err = str(stop.value.code)
@@ -231,19 +281,28 @@ def test_unknown_override_lists_valid_names():
 
 def test_non_finite_loss_stops_the_run(workdir, monkeypatch):
     monkeypatch.chdir(workdir)  # in-process, as main_stops
-    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, "--num_iterations=20", "--scalar_lr=1e30"])  # inf weights after one step
+    monkeypatch.setattr(
+        sys, "argv", [SCRIPT, *TINY, "--num_iterations=20", "--scalar_lr=1e30"]
+    )  # inf weights after one step
     with pytest.raises(SystemExit) as stop:
         train_gpt.main()
     assert stop.value.code == 1
-    assert newest_log(workdir).splitlines()[-1].startswith("stopped: non-finite train loss at step ")
+    assert (
+        newest_log(workdir).splitlines()[-1].startswith("stopped: non-finite train loss at step ")
+    )
 
 
 def test_ctrl_c_keeps_the_log(workdir):
-    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell that started us in the background ignores SIGINT, and the child
-                            # would inherit that; a user's Ctrl-C reaches a foreground process
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell that started us in the background ignores SIGINT, and the child
+        # would inherit that; a user's Ctrl-C reaches a foreground process
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in proc.stdout:
             if line.startswith("step:2/"):
@@ -263,42 +322,76 @@ def test_adaptive_softmax_is_an_exact_distribution():
     torch.manual_seed(0)
     x, targets = torch.randn(40, 64), torch.randint(0, 300, (40,))
     counts = np.random.default_rng(0).integers(0, 1000, 300)
-    head = train_gpt.AdaptiveSoftmax(SimpleNamespace(model_dim=64, vocab_size=300, head_cutoffs="20,100", logit_softcap=0.0))
+    head = train_gpt.AdaptiveSoftmax(
+        SimpleNamespace(model_dim=64, vocab_size=300, head_cutoffs="20,100", logit_softcap=0.0)
+    )
     head.rank_by(counts)
     for p in head.parameters():  # zero-init would make every band uniform: a weak test
         torch.nn.init.normal_(p, std=0.3)
     x, targets = x[:4], targets[:4]
     with torch.no_grad():  # log p of every id, one id at a time: the loss of that single target
-        logp = torch.tensor([[-head(row[None], torch.tensor([i])).item() for i in range(300)] for row in x])
-    torch.testing.assert_close(logp.exp().sum(1), torch.ones(4), atol=1e-5, rtol=0)  # fp32 sums of 300
-    torch.testing.assert_close(head(x, targets), -logp.gather(1, targets[:, None]).sum(), atol=1e-4, rtol=0)
+        logp = torch.tensor(
+            [[-head(row[None], torch.tensor([i])).item() for i in range(300)] for row in x]
+        )
+    torch.testing.assert_close(
+        logp.exp().sum(1), torch.ones(4), atol=1e-5, rtol=0
+    )  # fp32 sums of 300
+    torch.testing.assert_close(
+        head(x, targets), -logp.gather(1, targets[:, None]).sum(), atol=1e-4, rtol=0
+    )
     assert set(head.rank_of.tolist()) == set(range(300))
     assert head.rank_of[int(np.argmax(counts))] == 0, "the most frequent id gets rank 0"
     assert abs(sum(head.band_shares) - counts[np.argsort(-counts)[20:]].sum() / counts.sum()) < 1e-9
 
-    full = train_gpt.AdaptiveSoftmax(SimpleNamespace(model_dim=64, vocab_size=300, head_cutoffs="", logit_softcap=15.0))
+    full = train_gpt.AdaptiveSoftmax(
+        SimpleNamespace(model_dim=64, vocab_size=300, head_cutoffs="", logit_softcap=15.0)
+    )
     torch.nn.init.normal_(full.head.weight, std=0.3)
     logits = 15.0 * torch.tanh(x @ full.head.weight.T / 15.0)
-    torch.testing.assert_close(full(x, targets), F.cross_entropy(logits, targets, reduction="sum"), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        full(x, targets), F.cross_entropy(logits, targets, reduction="sum"), atol=1e-4, rtol=0
+    )
 
 
-@pytest.mark.parametrize("arg, valid", [
-    ("--seq_len=0", "valid: >= 1"), ("--num_iterations=-5", "valid: >= 1"), ("--threads=-1", "valid: >= 0"),
-    ("--num_heads=3", "divides model_dim=64"), ("--val_tokens=-7", "valid: >= 0"), ("--num_value_embeds=2", "0 <= 2 x num_value_embeds <= num_layers=2"),
-    ("--batch_size=100", "multiple of seq_len"), ("--head_cutoffs=500,100", "increasing ranks"),
-    ("--dtype=fp8", "float32 or bfloat16"), ("--cooldown_frac=2.5", "in [0, 1]")])
+@pytest.mark.parametrize(
+    "arg, valid",
+    [
+        ("--seq_len=0", "valid: >= 1"),
+        ("--num_iterations=-5", "valid: >= 1"),
+        ("--threads=-1", "valid: >= 0"),
+        ("--num_heads=3", "divides model_dim=64"),
+        ("--val_tokens=-7", "valid: >= 0"),
+        ("--num_value_embeds=2", "0 <= 2 x num_value_embeds <= num_layers=2"),
+        ("--batch_size=100", "multiple of seq_len"),
+        ("--head_cutoffs=500,100", "increasing ranks"),
+        ("--dtype=fp8", "float32 or bfloat16"),
+        ("--cooldown_frac=2.5", "in [0, 1]"),
+    ],
+)
 def test_out_of_range_hyperparameters_give_one_line(arg, valid):
-    with pytest.raises(SystemExit) as stop:  # in-process: importing torch in a subprocess takes ~8 s here
+    with pytest.raises(
+        SystemExit
+    ) as stop:  # in-process: importing torch in a subprocess takes ~8 s here
         train_gpt.parse_args(TINY + [arg])
     err = str(stop.value.code)
-    assert err.startswith(f"train_gpt.py: {arg} is out of range; valid: ") and valid in err and "\n" not in err, err
+    assert (
+        err.startswith(f"train_gpt.py: {arg} is out of range; valid: ")
+        and valid in err
+        and "\n" not in err
+    ), err
 
 
 @pytest.mark.parametrize("val_size", [0, 1])
-def test_val_set_too_small_is_refused_before_training(workdir, tmp_path, monkeypatch, capsys, val_size):
+def test_val_set_too_small_is_refused_before_training(
+    workdir, tmp_path, monkeypatch, capsys, val_size
+):
     shards.write_shard(tmp_path / "val_000000.bin", np.full(val_size, 999))
-    err = main_stops(workdir, monkeypatch, capsys, f"--val_files={tmp_path}/val_*.bin", "--val_tokens=0")
-    assert f"holds {val_size} tokens; a prediction needs 2" in err and "python data/fineweb.py" in err
+    err = main_stops(
+        workdir, monkeypatch, capsys, f"--val_files={tmp_path}/val_*.bin", "--val_tokens=0"
+    )
+    assert (
+        f"holds {val_size} tokens; a prediction needs 2" in err and "python data/fineweb.py" in err
+    )
 
 
 def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path, monkeypatch, capsys):
@@ -308,12 +401,20 @@ def test_glob_matching_a_directory_is_not_a_shard(workdir, tmp_path, monkeypatch
 
 
 def test_ctrl_c_during_evaluation_does_not_count_it_as_training(workdir, tmp_path):
-    big_val = np.tile(np.arange(1000), 3000)  # 3M tokens: many seconds of evaluation for the tiny model
+    big_val = np.tile(
+        np.arange(1000), 3000
+    )  # 3M tokens: many seconds of evaluation for the tiny model
     shards.write_shard(tmp_path / "val_000000.bin", big_val)
-    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=2", "--val_tokens=0",
-                                                               f"--val_files={tmp_path}/val_*.bin"],
-                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT]
+        + TINY
+        + ["--num_iterations=2", "--val_tokens=0", f"--val_files={tmp_path}/val_*.bin"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in proc.stdout:
             if line.startswith("step:2/2 train_loss"):
@@ -326,39 +427,85 @@ def test_ctrl_c_during_evaluation_does_not_count_it_as_training(workdir, tmp_pat
         proc.kill()
     assert proc.returncode == 130
     last = newest_log(workdir).rstrip().splitlines()[-1]
-    reported = int(re.fullmatch(r"interrupted after step 2 \((\d+)ms of training\); the log above is complete", last)[1])
+    reported = int(
+        re.fullmatch(
+            r"interrupted after step 2 \((\d+)ms of training\); the log above is complete", last
+        )[1]
+    )
     assert trained_ms <= reported <= trained_ms + 50, (trained_ms, reported)
 
 
 # One bad value per field of Hyperparameters: the test below fails for a field added without a range.
 BAD_VALUES = dict(
-    track="nope", train_files="nothing/train_*.bin", val_files="nothing/val_*.bin", val_tokens="-1",
-    batch_size="100", device_batch_size="32", seq_len="0", bos_id="5000", vocab_size="500", num_layers="0",
-    model_dim="8", num_heads="3", num_value_embeds="2", window_min="64", window_max="64", logit_softcap="inf",
-    head_cutoffs="64,abc", num_iterations="0", warmup_steps="-1", cooldown_frac="1.5", embed_lr="nan",
-    head_lr="-1", scalar_lr="inf", muon_lr="nan", muon_momentum="1.5", muon_momentum_warmup_steps="-1",
-    val_loss_every="-1", seed="-1", compile="maybe", threads="-1", dtype="fp8", peak_flops="nan", activation="gelu")
+    track="nope",
+    train_files="nothing/train_*.bin",
+    val_files="nothing/val_*.bin",
+    val_tokens="-1",
+    batch_size="100",
+    device_batch_size="32",
+    seq_len="0",
+    bos_id="5000",
+    vocab_size="500",
+    num_layers="0",
+    model_dim="8",
+    num_heads="3",
+    num_value_embeds="2",
+    window_min="64",
+    window_max="64",
+    logit_softcap="inf",
+    head_cutoffs="64,abc",
+    num_iterations="0",
+    warmup_steps="-1",
+    cooldown_frac="1.5",
+    embed_lr="nan",
+    head_lr="-1",
+    scalar_lr="inf",
+    muon_lr="nan",
+    muon_momentum="1.5",
+    muon_momentum_warmup_steps="-1",
+    val_loss_every="-1",
+    seed="-1",
+    compile="maybe",
+    threads="-1",
+    dtype="fp8",
+    peak_flops="nan",
+    activation="gelu",
+)
 
 
 def test_every_hyperparameter_is_checked():
-    assert set(BAD_VALUES) == {f.name for f in train_gpt.dataclasses.fields(train_gpt.Hyperparameters)}
+    assert set(BAD_VALUES) == {
+        f.name for f in train_gpt.dataclasses.fields(train_gpt.Hyperparameters)
+    }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))
-def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(workdir, monkeypatch, capsys, name):
+def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(
+    workdir, monkeypatch, capsys, name
+):
     message = main_stops(workdir, monkeypatch, capsys, f"--{name}={BAD_VALUES[name]}")
     assert f"--{name}" in message or BAD_VALUES[name] in message, message
 
 
-@pytest.mark.parametrize("args, blamed", [
-    (["--window_max=64", "--window_min=4096"], "--window_max=64 is out of range"),
-    (["--window_min=4096"], "--window_min=4096 is out of range; valid: a positive multiple of 128"[:38]),
-    (["--vocab_size=900"], "--vocab_size=900 is out of range; valid: 0 <= bos_id=50256 < vocab_size=900"),
-    (["--bos_id=99999"], "--bos_id=99999 is out of range"),
-    (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 4^2"),
-    (["--muon_lr=nan"], "--muon_lr=nan is out of range; valid: a finite number >= 0"),
-    (["--muon_momentum=1.5"], "--muon_momentum=1.5 is out of range; valid: in [0, 1)"),
-    (["--embed_lr=-1"], "--embed_lr=-1.0 is out of range")])
+@pytest.mark.parametrize(
+    "args, blamed",
+    [
+        (["--window_max=64", "--window_min=4096"], "--window_max=64 is out of range"),
+        (
+            ["--window_min=4096"],
+            "--window_min=4096 is out of range; valid: a positive multiple of 128"[:38],
+        ),
+        (
+            ["--vocab_size=900"],
+            "--vocab_size=900 is out of range; valid: 0 <= bos_id=50256 < vocab_size=900",
+        ),
+        (["--bos_id=99999"], "--bos_id=99999 is out of range"),
+        (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 4^2"),
+        (["--muon_lr=nan"], "--muon_lr=nan is out of range; valid: a finite number >= 0"),
+        (["--muon_momentum=1.5"], "--muon_momentum=1.5 is out of range; valid: in [0, 1)"),
+        (["--embed_lr=-1"], "--embed_lr=-1.0 is out of range"),
+    ],
+)
 def test_a_rule_on_two_values_blames_the_one_given(args, blamed):
     with pytest.raises(SystemExit) as stop:
         train_gpt.parse_args(["--track=cpu_shakespeare", *args])
@@ -366,30 +513,51 @@ def test_a_rule_on_two_values_blames_the_one_given(args, blamed):
 
 
 def test_val_tokens_beyond_the_val_set_names_what_it_holds(workdir, monkeypatch, capsys):
-    err = main_stops(workdir, monkeypatch, capsys, "--val_tokens=5000")  # val_000000.bin holds 5,000 tokens
+    err = main_stops(
+        workdir, monkeypatch, capsys, "--val_tokens=5000"
+    )  # val_000000.bin holds 5,000 tokens
     assert "--val_tokens=5000 is out of range; valid: at most 4999" in err and "rebuild" not in err
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_a_token_id_beyond_the_vocabulary_stops_the_run_before_training(workdir, tmp_path, monkeypatch, capsys, split):
+def test_a_token_id_beyond_the_vocabulary_stops_the_run_before_training(
+    workdir, tmp_path, monkeypatch, capsys, split
+):
     """Found when the shards are loaded: before, a val shard's bad id lost the whole run at its final eval."""
     stream = np.tile(np.arange(1000), 60)
     stream[::97] = 999
     stream[1234] = 60000
     for name in ("train", "val"):
-        shards.write_shard(tmp_path / f"{name}_000000.bin", stream if name == split else stream[:5000] % 1000)
-    err = main_stops(workdir, monkeypatch, capsys, f"--train_files={tmp_path}/train_*.bin", f"--val_files={tmp_path}/val_*.bin")
-    assert f"{tmp_path}/{split}_000000.bin holds token id 60000, not below vocab_size=1024" in err, err
+        shards.write_shard(
+            tmp_path / f"{name}_000000.bin", stream if name == split else stream[:5000] % 1000
+        )
+    err = main_stops(
+        workdir,
+        monkeypatch,
+        capsys,
+        f"--train_files={tmp_path}/train_*.bin",
+        f"--val_files={tmp_path}/val_*.bin",
+    )
+    assert (
+        f"{tmp_path}/{split}_000000.bin holds token id 60000, not below vocab_size=1024" in err
+    ), err
 
 
 def test_a_shard_without_bos_id_is_refused(workdir, monkeypatch, capsys):
-    err = main_stops(workdir, monkeypatch, capsys, "--bos_id=1000", "--vocab_size=1024")  # ids < 1000 only
+    err = main_stops(
+        workdir, monkeypatch, capsys, "--bos_id=1000", "--vocab_size=1024"
+    )  # ids < 1000 only
     assert "train_000000.bin holds no bos_id=1000, which starts every document" in err
 
 
 def test_sigterm_logs_where_it_stopped_and_exits_143(workdir):
-    proc = subprocess.Popen([sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if line.startswith("step:2/"):
@@ -407,17 +575,34 @@ def test_a_log_that_cannot_be_created_is_one_line(tmp_path, workdir, monkeypatch
         os.symlink(workdir / name, tmp_path / name)
     (tmp_path / "logs").write_text("a file where the logs folder goes")
     err = main_stops(tmp_path, monkeypatch, capsys)
-    assert re.fullmatch(r"train_gpt\.py: cannot write logs/\S+\.txt: File exists; run where logs/ can be written", err), err
+    assert re.fullmatch(
+        r"train_gpt\.py: cannot write logs/\S+\.txt: File exists; run where logs/ can be written",
+        err,
+    ), err
 
 
 def test_a_full_disk_mid_run_is_one_line(workdir):
     """RLIMIT_FSIZE stands in for a full disk: past it a write fails (EFBIG) instead of killing the process."""
     import resource
-    limit = len(open(SCRIPT).read().encode()) + 3000  # the source, the environment, then a few step lines
+
+    limit = (
+        len(open(SCRIPT).read().encode()) + 3000
+    )  # the source, the environment, then a few step lines
+
     def small_files():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    p = subprocess.run([sys.executable, SCRIPT] + TINY + ["--num_iterations=200"], cwd=workdir, capture_output=True,
-                       text=True, timeout=300, preexec_fn=small_files)
+
+    p = subprocess.run(
+        [sys.executable, SCRIPT] + TINY + ["--num_iterations=200"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
     err = one_line_error(p)
-    assert re.fullmatch(r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; run where logs/ can be written", err), err
+    assert re.fullmatch(
+        r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; run where logs/ can be written",
+        err,
+    ), err

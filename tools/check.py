@@ -23,6 +23,7 @@ experiment's compare.png from the logs (tools/plots.py). --rerun runs a CPU reco
 again with the hyperparameters and seed of one of its logs, and says whether the final val loss
 agrees (see RERUN_SIGMAS).
 """
+
 import argparse
 import math
 import os
@@ -37,7 +38,16 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forks  # noqa: E402
 import plots  # noqa: E402
-from runlog import LogError, manifest_errors, read_log, read_text, split_log, stats_of, summary, write_manifest  # noqa: E402
+from runlog import (
+    LogError,
+    manifest_errors,
+    read_log,
+    read_text,
+    split_log,
+    stats_of,
+    summary,
+    write_manifest,
+)  # noqa: E402
 
 # Target val loss per track. A record named *_Baseline defines its track's target; every other
 # record claims it. None = not fixed yet: such records can only have their logs verified.
@@ -51,12 +61,24 @@ P_MAX = 0.01  # a claim needs p < P_MAX (one-sided one-sample t-test, H1: mean <
 # What makes two runs the same competition: the logged hyperparameters that fix the data, and the
 # number of val predictions the script reports. Anything else is the entrant's to change.
 RULES = {
-    "8xh100_fineweb": dict(hparams=dict(track="8xh100_fineweb", train_files="data/fineweb10B/fineweb_train_*.bin",
-                                        val_files="data/fineweb10B/fineweb_val_*.bin", val_tokens="10485760"),
-                           val_predictions=10485760),
-    "cpu_shakespeare": dict(hparams=dict(track="cpu_shakespeare", train_files="data/shakespeare/shakespeare_train_*.bin",
-                                         val_files="data/shakespeare/shakespeare_val_*.bin", val_tokens="0"),
-                            val_predictions=155120),
+    "8xh100_fineweb": dict(
+        hparams=dict(
+            track="8xh100_fineweb",
+            train_files="data/fineweb10B/fineweb_train_*.bin",
+            val_files="data/fineweb10B/fineweb_val_*.bin",
+            val_tokens="10485760",
+        ),
+        val_predictions=10485760,
+    ),
+    "cpu_shakespeare": dict(
+        hparams=dict(
+            track="cpu_shakespeare",
+            train_files="data/shakespeare/shakespeare_train_*.bin",
+            val_files="data/shakespeare/shakespeare_val_*.bin",
+            val_tokens="0",
+        ),
+        val_predictions=155120,
+    ),
 }
 # A rerun with a log's seed agrees if its final val loss is within this many standard deviations of
 # the record's runs (fresh seeds) of the logged one. The same seed on another machine is not bitwise
@@ -70,10 +92,15 @@ BEGIN, END = "<!-- records:begin -->", "<!-- records:end -->"
 
 def rule_breaks(run, rules):
     """What in a parsed log departs from the track's fixed data and val set (empty if nothing)."""
-    out = [f"{k}={run['hparams'].get(k)} (the track's is {v})" for k, v in rules["hparams"].items()
-           if run["hparams"].get(k) != v]
+    out = [
+        f"{k}={run['hparams'].get(k)} (the track's is {v})"
+        for k, v in rules["hparams"].items()
+        if run["hparams"].get(k) != v
+    ]
     if run["val_predictions"] != rules["val_predictions"]:
-        out.append(f"{run['val_predictions']} val predictions (the track's is {rules['val_predictions']})")
+        out.append(
+            f"{run['val_predictions']} val predictions (the track's is {rules['val_predictions']})"
+        )
     return out
 
 
@@ -86,7 +113,9 @@ def summarize(runs, target, claims):
         if n < 2:
             reasons.append(f"{n} run(s): a claim needs at least 2 for a p-value")
         else:
-            with warnings.catch_warnings():  # identical losses give nan with a warning; nan fails below
+            with (
+                warnings.catch_warnings()
+            ):  # identical losses give nan with a warning; nan fails below
                 warnings.simplefilter("ignore")
                 p = float(stats.ttest_1samp(losses, target, alternative="less").pvalue)
             if math.isnan(p):
@@ -95,8 +124,15 @@ def summarize(runs, target, claims):
                 reasons.append(f"mean {mean:.4f} above target {target}")
             elif p >= P_MAX:
                 reasons.append(f"p={p:.2g} not below {P_MAX}")
-    return {"n": n, "mean": mean, "std": std, "p": p, "time_mean": tmean, "time_std": tstd,
-            "reasons": reasons}
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "p": p,
+        "time_mean": tmean,
+        "time_std": tstd,
+        "reasons": reasons,
+    }
 
 
 def read_runs(folder, script, rules, reasons, prefix=""):
@@ -121,12 +157,16 @@ def read_runs(folder, script, rules, reasons, prefix=""):
             reasons.append(f"{prefix}{f}: same step lines as {seen[run['steps']]} (copied run)")
         seen[run["steps"]] = f
         if run["log_line"] is None or os.path.basename(run["log_line"]) != f:
-            reasons.append(f"{prefix}{f}: its log: line names {run['log_line']}, not logs/{f} (a renamed or "
-                           f"pasted log: restore the file the run wrote)")
+            reasons.append(
+                f"{prefix}{f}: its log: line names {run['log_line']}, not logs/{f} (a renamed or "
+                f"pasted log: restore the file the run wrote)"
+            )
         seed = run["hparams"].get("seed")
         if seed in seeds:
-            reasons.append(f"{prefix}{f}: seed={seed} as in {seeds[seed]} (the runs of one claim need distinct "
-                           f"seeds: a copied or rerun log? keep one)")
+            reasons.append(
+                f"{prefix}{f}: seed={seed} as in {seeds[seed]} (the runs of one claim need distinct "
+                f"seeds: a copied or rerun log? keep one)"
+            )
         seeds.setdefault(seed, f)
         run["file"] = f
         runs.append(run)
@@ -145,15 +185,20 @@ def one_source(folder, root, runs):
     """The one source the runs of folder (an arm, or a record's previous/) embed (None if none), and
     what is wrong: two sources, or a .py copy beside the logs. Returns (source, reasons)."""
     name = forks.name_in(folder, root)
-    reasons = [f"{name}/{f}: a copy of a script the logs embed already: delete it"
-               for f in sorted(os.listdir(folder)) if f.endswith(".py")]
+    reasons = [
+        f"{name}/{f}: a copy of a script the logs embed already: delete it"
+        for f in sorted(os.listdir(folder))
+        if f.endswith(".py")
+    ]
     first = {}
     for r in runs:
         first.setdefault(r["source"], r["file"])
     if len(first) > 1:
         a, b = list(first.values())[:2]
-        return None, reasons + [f"{name}/{b} embeds another source than {a}: one script per folder, "
-                                f"move each script's logs to a folder of its own"]
+        return None, reasons + [
+            f"{name}/{b} embeds another source than {a}: one script per folder, "
+            f"move each script's logs to a folder of its own"
+        ]
     return next(iter(first), None), reasons
 
 
@@ -170,7 +215,9 @@ def check_diff(folder, root, new):
     except forks.ForkError as e:
         return [f"{e} {fix}"]
     if rebuilt != new:
-        return [f"{name}/{forks.DIFF}: applied to {base}, it does not give the source the logs embed {fix}"]
+        return [
+            f"{name}/{forks.DIFF}: applied to {base}, it does not give the source the logs embed {fix}"
+        ]
     if diff != forks.make_diff(forks.source(base, root), new, base, name):
         return [f"{name}/{forks.DIFF}: not the diff recomputed from the logs {fix}"]
     return []
@@ -182,7 +229,9 @@ def check_previous(rdir, track, rules, before, reasons):
     it in the track is not a Baseline, it is that record's. Returns the previous runs."""
     pdir = os.path.join(rdir, "previous")
     if not os.path.isdir(pdir):
-        reasons.append("no previous/: the logs of the script it beats, run beside it on the same machine")
+        reasons.append(
+            "no previous/: the logs of the script it beats, run beside it on the same machine"
+        )
         return []
     runs = read_runs(pdir, None, rules, reasons, "previous/")
     root = forks.root_of(pdir)
@@ -191,17 +240,30 @@ def check_previous(rdir, track, rules, before, reasons):
     if new is None:
         return runs
     records = os.path.dirname(os.path.dirname(os.path.abspath(rdir)))
-    same = [os.path.basename(d) for t, d, _ in find_records(records)
-            if t == track and read_script(os.path.join(d, "train_gpt.py"), []) == new]
+    same = [
+        os.path.basename(d)
+        for t, d, _ in find_records(records)
+        if t == track and read_script(os.path.join(d, "train_gpt.py"), []) == new
+    ]
     if os.path.isfile(os.path.join(pdir, forks.DIFF)):
-        reasons += [f"previous/{forks.DIFF}: its logs embed {same[0]}'s train_gpt.py: delete the diff"] if same \
+        reasons += (
+            [f"previous/{forks.DIFF}: its logs embed {same[0]}'s train_gpt.py: delete the diff"]
+            if same
             else check_diff(pdir, root, new)
+        )
     elif not same:
-        reasons.append(f"previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
-                       f"(python tools/forks.py {forks.name_in(pdir, root)} records/<track>/<record>/train_gpt.py)")
-    if before is not None and not before["baseline"] \
-            and new != read_script(os.path.join(before["dir"], "train_gpt.py"), []):
-        reasons.append(f"previous/: its logs do not embed the script of the record before it ({before['name']})")
+        reasons.append(
+            f"previous/: its logs embed no record's train_gpt.py: add the diff from the nearest "
+            f"(python tools/forks.py {forks.name_in(pdir, root)} records/<track>/<record>/train_gpt.py)"
+        )
+    if (
+        before is not None
+        and not before["baseline"]
+        and new != read_script(os.path.join(before["dir"], "train_gpt.py"), [])
+    ):
+        reasons.append(
+            f"previous/: its logs do not embed the script of the record before it ({before['name']})"
+        )
     return runs
 
 
@@ -231,12 +293,33 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
         if previous and runs:
             ratio = s["time_mean"] / stats_of(previous)[2]
             if ratio >= 1:
-                reasons.append(f"not faster than the previous script run beside it ({ratio:.3f}x its time)")
-    note = ("baseline, defines the target" if baseline else
-            "target not set, logs verified only" if target is None else
-            f"{ratio:.3f}x the time of the previous script beside it" if ratio else "")
-    return dict(s, name=name, track=track, dir=rdir, runs=runs, previous=previous, ratio=ratio,
-                baseline=baseline, retired=retired, target=target, ok=not reasons, reasons=reasons, note=note)
+                reasons.append(
+                    f"not faster than the previous script run beside it ({ratio:.3f}x its time)"
+                )
+    note = (
+        "baseline, defines the target"
+        if baseline
+        else "target not set, logs verified only"
+        if target is None
+        else f"{ratio:.3f}x the time of the previous script beside it"
+        if ratio
+        else ""
+    )
+    return dict(
+        s,
+        name=name,
+        track=track,
+        dir=rdir,
+        runs=runs,
+        previous=previous,
+        ratio=ratio,
+        baseline=baseline,
+        retired=retired,
+        target=target,
+        ok=not reasons,
+        reasons=reasons,
+        note=note,
+    )
 
 
 def check_experiment(edir, plot=False):
@@ -257,7 +340,11 @@ def check_experiment(edir, plot=False):
             reasons.append(f"{arm}/: no such folder (arms.tsv names it)")
             continue
         results[arm] = read_runs(adir, None, None, reasons, f"{arm}/")
-        reasons += [f"{arm}/{r['file']}: {m}" for r in results[arm] for m in flag_mismatches(words[1:], r["hparams"])]
+        reasons += [
+            f"{arm}/{r['file']}: {m}"
+            for r in results[arm]
+            for m in flag_mismatches(words[1:], r["hparams"])
+        ]
         new, more = one_source(adir, root, results[arm])
         if new is not None and os.path.isfile(os.path.join(adir, forks.DIFF)):
             more += check_diff(adir, root, new)
@@ -270,8 +357,10 @@ def check_experiment(edir, plot=False):
             reasons.append(f"arms.tsv: {arm}: {e}")
             continue
         if not same:
-            reasons.append(f"arms.tsv: {arm}: {words[0]} is not the source its logs embed (name the script "
-                           f"they ran, or the arm's folder with a {forks.DIFF} from it)")
+            reasons.append(
+                f"arms.tsv: {arm}: {words[0]} is not the source its logs embed (name the script "
+                f"they ran, or the arm's folder with a {forks.DIFF} from it)"
+            )
     try:
         readme = read_text(os.path.join(edir, "README.md"))
     except (OSError, UnicodeDecodeError):
@@ -292,7 +381,9 @@ def shown(folder):
 def same_value(flag, logged):
     """Whether a flag's value and the logged hyperparameter agree after the trainer's type conversion."""
     if logged in ("True", "False"):
-        return {"true": "True", "1": "True", "false": "False", "0": "False"}.get(flag.lower()) == logged
+        return {"true": "True", "1": "True", "false": "False", "0": "False"}.get(
+            flag.lower()
+        ) == logged
     try:
         return float(flag) == float(logged)
     except ValueError:
@@ -304,9 +395,16 @@ def flag_mismatches(flags, hparams):
     out = []
     for flag in flags:
         name, sep, value = flag[2:].partition("=")
-        if flag.startswith("--") and sep and name != "seed" and not same_value(value, hparams.get(name, "")):
-            out.append(f"ran with {name}={hparams.get(name, '(not logged)')}, but arms.tsv says --{name}={value} "
-                       f"(a log moved to another arm? move it back)")
+        if (
+            flag.startswith("--")
+            and sep
+            and name != "seed"
+            and not same_value(value, hparams.get(name, ""))
+        ):
+            out.append(
+                f"ran with {name}={hparams.get(name, '(not logged)')}, but arms.tsv says --{name}={value} "
+                f"(a log moved to another arm? move it back)"
+            )
     return out
 
 
@@ -321,9 +419,16 @@ def find_records(records_dir):
         for retired, folder in ((True, os.path.join(tdir, "retired")), (False, tdir)):
             if os.path.isdir(folder):
                 # by date; on one date a Baseline comes first, since the records after it claim its target
-                names = sorted(os.listdir(folder), key=lambda n: (n[:10], not n.endswith("_Baseline"), n))
-                out += [(track, os.path.join(folder, name), retired) for name in names
-                        if os.path.isdir(os.path.join(folder, name)) and not name.startswith(".") and name != "retired"]
+                names = sorted(
+                    os.listdir(folder), key=lambda n: (n[:10], not n.endswith("_Baseline"), n)
+                )
+                out += [
+                    (track, os.path.join(folder, name), retired)
+                    for name in names
+                    if os.path.isdir(os.path.join(folder, name))
+                    and not name.startswith(".")
+                    and name != "retired"
+                ]
     return out
 
 
@@ -331,8 +436,14 @@ def check_all(records_dir, targets, rules=None):
     """check_record for every record, each knowing the record before it in its track."""
     results, before = [], {}
     for track, rdir, retired in find_records(records_dir):
-        r = check_record(rdir, track, RETIRED_TARGETS if retired else targets, rules,
-                         before.get((track, retired)), retired)
+        r = check_record(
+            rdir,
+            track,
+            RETIRED_TARGETS if retired else targets,
+            rules,
+            before.get((track, retired)),
+            retired,
+        )
         before[(track, retired)] = r
         results.append(r)
     return results
@@ -356,8 +467,10 @@ def record_line(r):
     status = "OK" if r["ok"] else "FAIL: " + "; ".join(r["reasons"])
     if r["ok"] and r["note"]:
         status += f" ({r['note']})"
-    return (f"{r['track']}/{'retired/' if r['retired'] else ''}{r['name']}  n={r['n']}  val_loss={fmt(r['mean'], '.4f')}±{fmt(r['std'], '.4f')}"
-            f"  p={p}  time={fmt_time(r['time_mean'], r['time_std'])}  {status}")
+    return (
+        f"{r['track']}/{'retired/' if r['retired'] else ''}{r['name']}  n={r['n']}  val_loss={fmt(r['mean'], '.4f')}±{fmt(r['std'], '.4f')}"
+        f"  p={p}  time={fmt_time(r['time_mean'], r['time_std'])}  {status}"
+    )
 
 
 def table_row(r, rel):
@@ -369,16 +482,20 @@ def table_row(r, rel):
         previous = f"n={len(r['previous'])}: {fmt(loss, '.4f')} ± {fmt(loss_std, '.4f')}, {fmt_time(t, t_std)}"
     if r["ratio"]:
         ratio = f"{r['ratio']:.3f}x"
-    return (f"| {date} | [{name}]({rel(r['dir'])}) | {r['n']} | {fmt(r['mean'], '.4f')} ± {fmt(r['std'], '.4f')} "
-            f"| {'-' if r['p'] is None else fmt(r['p'], '.2g')} | {fmt_time(r['time_mean'], r['time_std'])} "
-            f"| {previous} | {ratio} | {'OK' if r['ok'] else 'FAIL'} |")
+    return (
+        f"| {date} | [{name}]({rel(r['dir'])}) | {r['n']} | {fmt(r['mean'], '.4f')} ± {fmt(r['std'], '.4f')} "
+        f"| {'-' if r['p'] is None else fmt(r['p'], '.2g')} | {fmt_time(r['time_mean'], r['time_std'])} "
+        f"| {previous} | {ratio} | {'OK' if r['ok'] else 'FAIL'} |"
+    )
 
 
 def table(results, targets, readme_dir, records_dir, tracks_with_plot):
     """The markdown between the markers. Depends only on the measured numbers, so reruns are identical."""
     rel = lambda path: os.path.relpath(path, readme_dir).replace(os.sep, "/")
-    header = ["| date | record | n | val loss | p | time | previous script, run beside it | time vs previous | check |",
-              "|---|---|--:|---|--:|---|---|--:|---|"]
+    header = [
+        "| date | record | n | val loss | p | time | previous script, run beside it | time vs previous | check |",
+        "|---|---|--:|---|--:|---|---|--:|---|",
+    ]
     lines = []
     for track in sorted(set(targets) | {r["track"] for r in results}):
         rows = [r for r in results if r["track"] == track and not r["retired"]]
@@ -394,7 +511,10 @@ def table(results, targets, readme_dir, records_dir, tracks_with_plot):
         lines.append("")
         if retired:
             folder = rel(os.path.join(records_dir, track, "retired"))
-            lines += [f"Retired (target {RETIRED_TARGETS.get(track)}; why: [{folder}]({folder}/README.md)):", ""]
+            lines += [
+                f"Retired (target {RETIRED_TARGETS.get(track)}; why: [{folder}]({folder}/README.md)):",
+                "",
+            ]
             lines += header + [table_row(r, rel) for r in retired] + [""]
     return "\n".join(lines)
 
@@ -408,7 +528,7 @@ def write_table(readme, text):
     i, j = old.find(BEGIN), old.find(END)
     if i < 0 or j < i:
         return f"{readme}: missing {BEGIN} ... {END} markers"
-    new = old[:i + len(BEGIN)] + "\n" + text + "\n" + old[j:]
+    new = old[: i + len(BEGIN)] + "\n" + text + "\n" + old[j:]
     with open(readme, "w", encoding="utf-8", newline="") as f:
         f.write(new)
     return None
@@ -429,8 +549,11 @@ def rerun(rdir, log_name, workdir):
     """Run a record's frozen script again with one log's hyperparameters (its seed included) and
     compare the final val loss; returns the exit code."""
     if not os.path.isfile(os.path.join(rdir, "train_gpt.py")):
-        print(f"error: --rerun {rdir}: not a record folder (one holding train_gpt.py and its logs, "
-              f"records/<track>/<YYYY-MM-DD>_<Name>)", file=sys.stderr)
+        print(
+            f"error: --rerun {rdir}: not a record folder (one holding train_gpt.py and its logs, "
+            f"records/<track>/<YYYY-MM-DD>_<Name>)",
+            file=sys.stderr,
+        )
         return 2
     reasons = []
     runs = read_runs(rdir, None, None, reasons)
@@ -447,17 +570,19 @@ def rerun(rdir, log_name, workdir):
     new_log = None
     for line in proc.stdout:
         print(line, end="", flush=True)
-        new_log = new_log or (line[len("log: "):].strip() if line.startswith("log: ") else None)
+        new_log = new_log or (line[len("log: ") :].strip() if line.startswith("log: ") else None)
     if proc.wait() != 0 or new_log is None:
         print(f"error: the rerun failed (exit {proc.returncode})", file=sys.stderr)
         return 2
     new = read_log(os.path.join(workdir, new_log))
     diff = abs(new["val_loss"] - run["val_loss"])
     agrees = diff <= tolerance
-    print(f"rerun of {run['file']}: final val loss {new['val_loss']:.4f} vs logged {run['val_loss']:.4f}, "
-          f"|diff| {diff:.4f} {'<=' if agrees else '>'} tolerance {tolerance:.4f} ({RERUN_SIGMAS:g} x the std of "
-          f"the record's {len(runs)} runs): {'agrees' if agrees else 'DISAGREES'}; train time "
-          f"{new['train_time_ms'] / 1000:.1f} s here vs {run['train_time_ms'] / 1000:.1f} s logged")
+    print(
+        f"rerun of {run['file']}: final val loss {new['val_loss']:.4f} vs logged {run['val_loss']:.4f}, "
+        f"|diff| {diff:.4f} {'<=' if agrees else '>'} tolerance {tolerance:.4f} ({RERUN_SIGMAS:g} x the std of "
+        f"the record's {len(runs)} runs): {'agrees' if agrees else 'DISAGREES'}; train time "
+        f"{new['train_time_ms'] / 1000:.1f} s here vs {run['train_time_ms'] / 1000:.1f} s logged"
+    )
     return 0 if agrees else 1
 
 
@@ -484,19 +609,51 @@ def main(argv=None):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", action="store_true", help="rewrite the records table in the README")
-    ap.add_argument("--plot", action="store_true", help="draw records/<track>.png and every experiment's compare.png")
-    ap.add_argument("--records", default=os.path.join(repo, "records"), help="records folder (default: records/)")
-    ap.add_argument("--experiments", help="experiment folders to verify (default: experiments/ next to the records folder)")
-    ap.add_argument("--extract", metavar="PATH", help="print the source a log embeds, or the one an arm folder "
-                    "stands for (rebuilt from its base and fork.diff), byte for byte")
-    ap.add_argument("--write-manifest", nargs="+", metavar="DIR", help="write DIR/MANIFEST.sha256 from the logs "
-                    "of a record or experiment folder as they are (after a real change to its logs)")
-    ap.add_argument("--rerun", metavar="RECORD_DIR", help="rerun this record with a logged seed, compare its loss")
+    ap.add_argument(
+        "--plot",
+        action="store_true",
+        help="draw records/<track>.png and every experiment's compare.png",
+    )
+    ap.add_argument(
+        "--records",
+        default=os.path.join(repo, "records"),
+        help="records folder (default: records/)",
+    )
+    ap.add_argument(
+        "--experiments",
+        help="experiment folders to verify (default: experiments/ next to the records folder)",
+    )
+    ap.add_argument(
+        "--extract",
+        metavar="PATH",
+        help="print the source a log embeds, or the one an arm folder "
+        "stands for (rebuilt from its base and fork.diff), byte for byte",
+    )
+    ap.add_argument(
+        "--write-manifest",
+        nargs="+",
+        metavar="DIR",
+        help="write DIR/MANIFEST.sha256 from the logs "
+        "of a record or experiment folder as they are (after a real change to its logs)",
+    )
+    ap.add_argument(
+        "--rerun",
+        metavar="RECORD_DIR",
+        help="rerun this record with a logged seed, compare its loss",
+    )
     ap.add_argument("--log", help="with --rerun: which log to reproduce (default: the first)")
-    ap.add_argument("--workdir", default=repo, help="with --rerun: where to run it (default: the repository)")
-    ap.add_argument("--readme", help="README to update (default: README.md next to the records folder)")
-    ap.add_argument("--target", action="append", metavar="TRACK=VALUE",
-                    help="override a track's target (for tests); repeatable")
+    ap.add_argument(
+        "--workdir", default=repo, help="with --rerun: where to run it (default: the repository)"
+    )
+    ap.add_argument(
+        "--readme", help="README to update (default: README.md next to the records folder)"
+    )
+    ap.add_argument(
+        "--target",
+        action="append",
+        metavar="TRACK=VALUE",
+        help="override a track's target (for tests); repeatable",
+    )
     args = ap.parse_args(argv)
     try:
         targets = parse_targets(args.target)
@@ -534,15 +691,22 @@ def main(argv=None):
             if os.path.isdir(os.path.join(experiments, name)) and not name.startswith("."):
                 name, reasons = check_experiment(os.path.join(experiments, name), args.plot)
                 experiments_ok &= not reasons
-                print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
+                print(
+                    f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}"
+                )
     if args.plot:
         plots.records(results, targets, records)
     if args.table:
         # Link a track's plot only if it exists (just drawn or from an earlier --plot).
-        with_plot = {t for t in set(targets) | {r["track"] for r in results}
-                     if os.path.isfile(os.path.join(records, f"{t}.png"))}
-        err = write_table(readme, table(results, targets, os.path.dirname(os.path.abspath(readme)),
-                                        records, with_plot))
+        with_plot = {
+            t
+            for t in set(targets) | {r["track"] for r in results}
+            if os.path.isfile(os.path.join(records, f"{t}.png"))
+        }
+        err = write_table(
+            readme,
+            table(results, targets, os.path.dirname(os.path.abspath(readme)), records, with_plot),
+        )
         if err:
             print(f"error: {err}", file=sys.stderr)
             return 2

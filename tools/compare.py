@@ -21,6 +21,7 @@ script or an arm folder), <arm>/fork.diff from it; arms.tsv with the SCRIPT that
 why) and the plot. tools/check.py verifies such a folder. A set that was interrupted or had a
 failed run is not frozen.
 """
+
 import argparse
 import collections
 import hashlib
@@ -77,13 +78,21 @@ def run_once(words, seed, workdir, tail_lines=5):
     cmd = [sys.executable, *runnable(words, workdir), f"--seed={seed}"]
     log, tail = None, collections.deque(maxlen=tail_lines)
     # In its own process group, so a terminal's Ctrl-C reaches the child once, from here, not twice.
-    proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        process_group=0,
+    )
     try:
         for line in proc.stdout:
             tail.append(line.rstrip("\n"))
             if line.startswith("log: ") and log is None:
-                log = os.path.join(workdir, line[len("log: "):].strip())
+                log = os.path.join(workdir, line[len("log: ") :].strip())
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         try:
@@ -107,7 +116,9 @@ def freeze(folder, arms, results, table, base, workdir="."):
     base = forks.name_in(os.path.join(workdir, base), root)
     for name, _ in arms:
         if len({r["source"] for r in results.get(name, [])}) > 1:
-            raise forks.ForkError(f"arm {name}: its runs embed different sources (the script changed between runs)")
+            raise forks.ForkError(
+                f"arm {name}: its runs embed different sources (the script changed between runs)"
+            )
     os.makedirs(folder)
     lines, scripts = [], {forks.source(base, root): base}  # source -> the SCRIPT that stands for it
     for name, words in arms:
@@ -119,11 +130,17 @@ def freeze(folder, arms, results, table, base, workdir="."):
         given = forks.name_in(os.path.join(workdir, words[0]), root)
         if not runs:
             script = given
-        elif runs[0]["source"] not in scripts:  # a stored arm folder or script is named, else this arm holds the diff
+        elif (
+            runs[0]["source"] not in scripts
+        ):  # a stored arm folder or script is named, else this arm holds the diff
             path = os.path.join(root, given)
-            tracked = os.path.isdir(path) or (os.path.isfile(path) and forks.git_tracks(path))  # e.g. a record's script
+            tracked = os.path.isdir(path) or (
+                os.path.isfile(path) and forks.git_tracks(path)
+            )  # e.g. a record's script
             stored = tracked and forks.source(given, root) == runs[0]["source"]
-            script = scripts[runs[0]["source"]] = given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
+            script = scripts[runs[0]["source"]] = (
+                given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
+            )
         else:
             script = scripts[runs[0]["source"]]
         lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")
@@ -132,10 +149,12 @@ def freeze(folder, arms, results, table, base, workdir="."):
     write_manifest(folder)
     plots.comparison(arms, results, os.path.join(folder, "compare.png"))
     with open(os.path.join(folder, "README.md"), "w") as f:
-        f.write(f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
-                f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv; "
-                f"each fork's change from {base} in <arm>/{forks.DIFF}.\n\n"
-                f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n")
+        f.write(
+            f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
+            f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv; "
+            f"each fork's change from {base} in <arm>/{forks.DIFF}.\n\n"
+            f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n"
+        )
 
 
 def load(log):
@@ -145,14 +164,30 @@ def load(log):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arm", action="append", required=True, help="NAME=SCRIPT.py [--name=value ...]; the first is the base")
+    ap.add_argument(
+        "--arm",
+        action="append",
+        required=True,
+        help="NAME=SCRIPT.py [--name=value ...]; the first is the base",
+    )
     ap.add_argument("-n", "--runs", type=int, default=3, help="runs per arm (default 3)")
-    ap.add_argument("--seed", type=int, default=1, help="round i uses seed SEED+i in every arm (default 1)")
+    ap.add_argument(
+        "--seed", type=int, default=1, help="round i uses seed SEED+i in every arm (default 1)"
+    )
     ap.add_argument("--out", default="logs/compare", help="folder for runs.tsv and compare.png")
-    ap.add_argument("--workdir", default=".", help="where the scripts run (their data paths are relative to it)")
-    ap.add_argument("--freeze", metavar="DIR", help="keep the result as an experiment folder (experiments/<date>_<Name>)")
-    ap.add_argument("--base", help="with --freeze: the script or arm folder the forks' diffs start from "
-                    "(default: the first arm's SCRIPT)")
+    ap.add_argument(
+        "--workdir", default=".", help="where the scripts run (their data paths are relative to it)"
+    )
+    ap.add_argument(
+        "--freeze",
+        metavar="DIR",
+        help="keep the result as an experiment folder (experiments/<date>_<Name>)",
+    )
+    ap.add_argument(
+        "--base",
+        help="with --freeze: the script or arm folder the forks' diffs start from "
+        "(default: the first arm's SCRIPT)",
+    )
     args = ap.parse_args(argv)
     try:
         arms = [parse_arm(a, args.workdir) for a in args.arm]
@@ -171,8 +206,11 @@ def main(argv=None):
     for name, words in arms:  # a typo in a path fails here, before hours of the other arms' runs
         path = os.path.join(args.workdir, words[0])
         if not os.path.isfile(path) and not os.path.isdir(path):
-            print(f"error: --arm {name}: script {words[0]} not found in --workdir {args.workdir} "
-                  f"(paths are relative to it)", file=sys.stderr)
+            print(
+                f"error: --arm {name}: script {words[0]} not found in --workdir {args.workdir} "
+                f"(paths are relative to it)",
+                file=sys.stderr,
+            )
             return 2
     if args.freeze and os.path.exists(args.freeze):
         print(f"error: --freeze {args.freeze} already exists", file=sys.stderr)
@@ -198,15 +236,25 @@ def main(argv=None):
                         r, tail = None, [f"{log}: {e}"]
                     if r is None:
                         failed += 1
-                        how = f"killed by signal {-code}" if code < 0 else f"failed with exit code {code}"
-                        print(f"[{name} seed {seed}] {how}"
-                              + ("; its last output lines:" if tail else "; it printed nothing"), flush=True)
+                        how = (
+                            f"killed by signal {-code}"
+                            if code < 0
+                            else f"failed with exit code {code}"
+                        )
+                        print(
+                            f"[{name} seed {seed}] {how}"
+                            + ("; its last output lines:" if tail else "; it printed nothing"),
+                            flush=True,
+                        )
                         print("".join(f"    {line}\n" for line in tail), end="", flush=True)
                         continue
                     results.setdefault(name, []).append(r)
                     tsv.write(f"{name}\t{seed}\t{log}\t{r['val_loss']:.4f}\t{r['train_time_ms']}\n")
-                    print(f"[{name} seed {seed}] val_loss {r['val_loss']:.4f}  train_time "
-                          f"{r['train_time_ms'] / 1000:.1f}s  {log}", flush=True)
+                    print(
+                        f"[{name} seed {seed}] val_loss {r['val_loss']:.4f}  train_time "
+                        f"{r['train_time_ms'] / 1000:.1f}s  {log}",
+                        flush=True,
+                    )
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted: the finished runs above are kept", flush=True)
@@ -216,8 +264,11 @@ def main(argv=None):
         plots.comparison(arms, results, os.path.join(args.out, "compare.png"))
     if args.freeze and (interrupted or failed):  # a frozen experiment holds every run it asked for
         counts = ", ".join(f"{name} {len(results.get(name, []))}" for name, _ in arms)
-        print(f"error: not frozen into {args.freeze}: {'interrupted' if interrupted else f'{failed} run(s) failed'} "
-              f"(finished runs per arm of -n {args.runs}: {counts}); rerun the whole set", file=sys.stderr)
+        print(
+            f"error: not frozen into {args.freeze}: {'interrupted' if interrupted else f'{failed} run(s) failed'} "
+            f"(finished runs per arm of -n {args.runs}: {counts}); rerun the whole set",
+            file=sys.stderr,
+        )
     elif args.freeze:
         try:
             freeze(args.freeze, arms, results, table, base, args.workdir)

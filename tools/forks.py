@@ -15,6 +15,7 @@ applied; one without stands for the source of the SCRIPT its own arms.tsv line n
 previous/ folder is the same kind of folder (tools/check.py says when it needs a fork.diff).
 Diffs are made with difflib and applied strictly here: any mismatch is refused, never fuzzed.
 """
+
 import difflib
 import os
 import re
@@ -67,9 +68,13 @@ def apply_diff(diff, old, where):
         if m is None:
             raise ForkError(f"{where}: line {i + 1}: expected a hunk header '@@ -a,b +c,d @@'")
         old_n, new_n = int(m[2] or 1), int(m[4] or 1)
-        start = int(m[1]) - (old_n > 0)  # a hunk that removes and keeps nothing names the line it follows
+        start = int(m[1]) - (
+            old_n > 0
+        )  # a hunk that removes and keeps nothing names the line it follows
         if not pos <= start <= len(src):
-            raise ForkError(f"{where}: line {i + 1}: hunk outside the base or before the previous hunk")
+            raise ForkError(
+                f"{where}: line {i + 1}: hunk outside the base or before the previous hunk"
+            )
         out += src[pos:start]
         pos = start
         if int(m[3]) - (new_n > 0) != len(out):
@@ -80,10 +85,12 @@ def apply_diff(diff, old, where):
                 raise ForkError(f"{where}: ends inside a hunk")
             tag, text = lines[i][:1], lines[i][1:]
             i += 1
-            if lines[i:i + 1] == [NO_EOL]:
+            if lines[i : i + 1] == [NO_EOL]:
                 text, i = text[:-1], i + 1
             if tag not in (" ", "-", "+"):
-                raise ForkError(f"{where}: line {i}: expected ' ', '-' or '+' at the start of a hunk line")
+                raise ForkError(
+                    f"{where}: line {i}: expected ' ', '-' or '+' at the start of a hunk line"
+                )
             if tag != "+":
                 if pos == len(src) or src[pos] != text:
                     raise ForkError(f"{where}: line {i}: does not match line {pos + 1} of the base")
@@ -146,7 +153,11 @@ def source(script, root, _seen=()):
             raise ForkError(f"{where}: its base {e}") from None
         return apply_diff(diff, old, where)
     tsv = os.path.join(os.path.dirname(path), "arms.tsv")
-    scripts = {name: words[0] for name, words in read_arms(os.path.dirname(path))} if os.path.isfile(tsv) else {}
+    scripts = (
+        {name: words[0] for name, words in read_arms(os.path.dirname(path))}
+        if os.path.isfile(tsv)
+        else {}
+    )
     if os.path.basename(path) not in scripts:
         raise ForkError(f"{script}: no {DIFF}, and no arms.tsv line beside it names its script")
     return source(scripts[os.path.basename(path)], root, _seen + (path,))
@@ -164,8 +175,10 @@ def logged_source(folder):
     if not sources:
         raise ForkError(f"{folder}: no logs (*.txt)")
     if len(sources) > 1:
-        raise ForkError(f"{folder}: its logs embed {len(sources)} different sources (first in "
-                        f"{', '.join(sources.values())}): one arm, one script")
+        raise ForkError(
+            f"{folder}: its logs embed {len(sources)} different sources (first in "
+            f"{', '.join(sources.values())}): one arm, one script"
+        )
     return next(iter(sources))
 
 
@@ -193,8 +206,11 @@ def git_tracks(path):
     """Whether git tracks the file at path (so a clone has it); None where git cannot say (no git, or
     not in a repository)."""
     try:
-        git = subprocess.run(["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
-                             cwd=os.path.dirname(os.path.abspath(path)), capture_output=True)
+        git = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
+            cwd=os.path.dirname(os.path.abspath(path)),
+            capture_output=True,
+        )
     except OSError:
         return None
     return {0: True, 1: False}.get(git.returncode)  # (128: not in a git repository)
@@ -209,8 +225,10 @@ def check_base(path):
     if not os.path.isfile(path):
         raise ForkError(f"{path} does not exist")
     if git_tracks(path) is False:
-        raise ForkError(f"{path} is not tracked by git, so a clone would lack it: name the tracked script "
-                        f"it forks, e.g. --base records/<track>/<record>/train_gpt.py")
+        raise ForkError(
+            f"{path} is not tracked by git, so a clone would lack it: name the tracked script "
+            f"it forks, e.g. --base records/<track>/<record>/train_gpt.py"
+        )
 
 
 def nearest(new, bases, root):
@@ -230,7 +248,9 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     if script == name_in(args[1], root):
-        print(f"{folder}: its logs embed {script} unchanged: no {DIFF}; its arms.tsv SCRIPT is {script}")
+        print(
+            f"{folder}: its logs embed {script} unchanged: no {DIFF}; its arms.tsv SCRIPT is {script}"
+        )
     else:
         print(f"wrote {os.path.join(folder, DIFF)}; its arms.tsv SCRIPT is {script}")
     return 0

@@ -1,5 +1,6 @@
 """The plots, drawn from parsed logs (tools/runlog.py): an experiment's compare.png and a track's
 records/<track>.png. Deterministic: the same logs give the same PNG bytes."""
+
 import os
 
 import numpy as np
@@ -7,8 +8,10 @@ import numpy as np
 
 def _pyplot():
     import matplotlib  # imported when a plot is drawn: it costs a second
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -18,7 +21,7 @@ def _ema(points, steps):
     beta, avg, out = 1 - 1 / max(steps, 1), 0.0, []
     for k, (step, loss, t) in enumerate(points, 1):
         avg = beta * avg + (1 - beta) * loss
-        out.append((step, avg / (1 - beta ** k), t))
+        out.append((step, avg / (1 - beta**k), t))
     return out
 
 
@@ -33,6 +36,8 @@ def curves(runs):
     val = [p for r in runs for p in r["vals"] if p[0] > 0]
     later = [y for step, y, _ in train + val if step > runs[0]["total"] / 2]
     return [(t / 1000, y) for _, y, t in train], [(t / 1000, y) for _, y, t in val], later
+
+
 def y_range(drawn):
     """The y limits for curves() of several runs: from the lowest loss drawn to the highest of the
     runs' later halves, 5% margin."""
@@ -46,6 +51,7 @@ def save_png(fig, path):
     """fig as an 8-bit palette PNG (32 colours: a tenth of the bytes, which git keeps forever), the
     same bytes for the same data: no metadata is written."""
     from PIL import Image  # matplotlib's own dependency
+
     fig.canvas.draw()
     rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
     rgb.quantize(colors=32, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
@@ -56,7 +62,11 @@ def comparison(arms, results, path):
     and each run's evaluations (dots); the y axis on where the arms differ (see curves)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    colors = [f"C{k}" for k in range(10)] if len(arms) <= 10 else [plt.cm.tab20(k % 20) for k in range(len(arms))]
+    colors = (
+        [f"C{k}" for k in range(10)]
+        if len(arms) <= 10
+        else [plt.cm.tab20(k % 20) for k in range(len(arms))]
+    )
     drawn = []
     for k, (name, _) in enumerate(arms):
         if results.get(name):
@@ -85,12 +95,22 @@ def records(results, targets, records_dir):
         fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
         drawn = []
         for k, r in enumerate(rows):
-            for style, label, runs in (("o-", r["name"], r["runs"]), ("o--", f"{r['name']}: previous, beside it", r["previous"])):
+            for style, label, runs in (
+                ("o-", r["name"], r["runs"]),
+                ("o--", f"{r['name']}: previous, beside it", r["previous"]),
+            ):
                 for j, run in enumerate(runs):
                     # Step 0 is the untrained model (~10.8 for every run); it would only squash the axis.
                     val = [(t / 1000, y) for step, y, t in run["vals"] if step > 0]
                     later = [y for step, y, _ in run["vals"] if step > run["total"] / 2]
-                    ax.plot(*zip(*val), style, color=f"C{k % 10}", lw=1, ms=3, label=label if j == 0 else None)
+                    ax.plot(
+                        *zip(*val),
+                        style,
+                        color=f"C{k % 10}",
+                        lw=1,
+                        ms=3,
+                        label=label if j == 0 else None,
+                    )
                     drawn.append(([], val, later))
         if targets.get(track) is not None:
             ax.axhline(targets[track], color="k", ls=":", lw=1, label=f"target {targets[track]}")
@@ -99,6 +119,8 @@ def records(results, targets, records_dir):
         ax.set(xlabel="training time (s, log scale)", ylabel="val loss", title=track)
         ax.grid(alpha=0.3, which="both")
         fig.subplots_adjust(bottom=0.26)
-        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.legend(
+            *ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False
+        )
         save_png(fig, os.path.join(records_dir, f"{track}.png"))
         plt.close(fig)

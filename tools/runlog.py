@@ -10,6 +10,7 @@ A record or experiment folder holds MANIFEST.sha256 (`sha256sum` format: `<hex> 
 logs: the *.txt in it and in its subfolders (a record's previous/, an experiment's arms), so an
 edited, added or deleted log is named. It catches careless edits, not a forger who rewrites both.
 """
+
 import hashlib
 import math
 import os
@@ -20,8 +21,10 @@ import numpy as np
 from scipy import stats
 
 RULER = "=" * 100
-STEP_RE = re.compile(r"step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
-                     r"train_time:(\d+)ms step_avg:(\S+)ms")
+STEP_RE = re.compile(
+    r"step:(\d+)/(\d+) (?:val_loss:(\S+)|train_loss:(\S+) lr:(\S+) grad_norm:(\S+)) "
+    r"train_time:(\d+)ms step_avg:(\S+)ms"
+)
 HPARAMS_RE = re.compile(r"^hparams: (.*)$", re.M)
 LOG_LINE_RE = re.compile(r"^log: (\S+)$", re.M)
 VAL_COUNT_RE = re.compile(r" val_tokens:(\d+)")
@@ -43,7 +46,9 @@ def split_log(text):
     """(source, environment, body) of a log; LogError if the rulers are not where they belong."""
     parts = text.split(RULER + "\n", 3)
     if len(parts) < 4 or parts[0]:
-        raise LogError("not a log: expected a ruler line, the source, a ruler, the environment, a ruler")
+        raise LogError(
+            "not a log: expected a ruler line, the source, a ruler, the environment, a ruler"
+        )
     return parts[1], parts[2], parts[3]
 
 
@@ -103,7 +108,9 @@ def parse_log(text):
     if not steps:
         raise LogError("no step lines")
     if not vals or vals[-1][0] != total:
-        raise LogError(f"unfinished run: last val_loss at step {vals[-1][0] if vals else None}, not {total}")
+        raise LogError(
+            f"unfinished run: last val_loss at step {vals[-1][0] if vals else None}, not {total}"
+        )
     if final is None:
         raise LogError("no final_val_loss line")
     _, loss, time_ms = vals[-1]
@@ -112,7 +119,10 @@ def parse_log(text):
     # The summary must say what the step line says, up to the coarser of the two printed precisions.
     claimed = final[1]
     try:
-        ok = abs(float(claimed) - loss) <= 0.5 * 10 ** -min(_decimals(claimed), _decimals(loss_str)) + 1e-12
+        ok = (
+            abs(float(claimed) - loss)
+            <= 0.5 * 10 ** -min(_decimals(claimed), _decimals(loss_str)) + 1e-12
+        )
     except ValueError:
         ok = False
     if not ok:
@@ -125,11 +135,21 @@ def parse_log(text):
         raise LogError("no hparams: line or no val_tokens: count in the environment")
     end = END_RE.search(body)
     log_line = LOG_LINE_RE.search(env)
-    return {"source": source, "env": env, "steps": tuple(steps), "total": total,
-            "hparams": dict(kv.split("=", 1) for kv in hp[1].split(" ") if "=" in kv),
-            "val_predictions": int(count[1]), "train": train, "vals": vals, "val_loss": loss,
-            "train_time_ms": time_ms, "peak_mib": int(end[1]) if end else 0,
-            "tokens_per_s": int(end[2]) if end else 0, "log_line": log_line[1] if log_line else None}
+    return {
+        "source": source,
+        "env": env,
+        "steps": tuple(steps),
+        "total": total,
+        "hparams": dict(kv.split("=", 1) for kv in hp[1].split(" ") if "=" in kv),
+        "val_predictions": int(count[1]),
+        "train": train,
+        "vals": vals,
+        "val_loss": loss,
+        "train_time_ms": time_ms,
+        "peak_mib": int(end[1]) if end else 0,
+        "tokens_per_s": int(end[2]) if end else 0,
+        "log_line": log_line[1] if log_line else None,
+    }
 
 
 def read_log(path):
@@ -146,9 +166,14 @@ MANIFEST = "MANIFEST.sha256"
 def manifest_logs(folder):
     """The logs a folder's manifest covers: *.txt in it and in its subfolders, as sorted relative paths."""
     out = []
-    for sub in [""] + sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))):
-        out += [os.path.join(sub, f) if sub else f for f in sorted(os.listdir(os.path.join(folder, sub)))
-                if f.endswith(".txt")]
+    for sub in [""] + sorted(
+        d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+    ):
+        out += [
+            os.path.join(sub, f) if sub else f
+            for f in sorted(os.listdir(os.path.join(folder, sub)))
+            if f.endswith(".txt")
+        ]
     return sorted(p.replace(os.sep, "/") for p in out)
 
 
@@ -180,13 +205,18 @@ def manifest_errors(folder, name):
             return [f"{MANIFEST}: line {i} is not '<sha256>  <path>' ({fix} rewrites it)"]
         listed[path] = digest
     present = manifest_logs(folder)
-    out = [f"{p}: in the manifest but missing (restore it, e.g. git checkout {name}/{p})"
-           for p in sorted(listed) if p not in present]
+    out = [
+        f"{p}: in the manifest but missing (restore it, e.g. git checkout {name}/{p})"
+        for p in sorted(listed)
+        if p not in present
+    ]
     for p in present:
         if p not in listed:
             out.append(f"{p}: not in the manifest (delete it, or if it is a real run, {fix})")
         elif sha256_of(os.path.join(folder, p)) != listed[p]:
-            out.append(f"{p}: edited since the manifest (restore it, e.g. git checkout {name}/{p}; logs stay unedited)")
+            out.append(
+                f"{p}: edited since the manifest (restore it, e.g. git checkout {name}/{p}; logs stay unedited)"
+            )
     return out
 
 
@@ -202,14 +232,18 @@ def welch_p(runs, base, key):
     """Welch's two-sided t-test p-value of runs[key] against base[key]."""
     with warnings.catch_warnings():  # identical values give nan with a warning
         warnings.simplefilter("ignore")
-        return float(stats.ttest_ind([r[key] for r in runs], [r[key] for r in base], equal_var=False).pvalue)
+        return float(
+            stats.ttest_ind([r[key] for r in runs], [r[key] for r in base], equal_var=False).pvalue
+        )
 
 
 def summary(arms, results):
     """The table of a comparison: one line per arm (arms: (name, ...) pairs; results: name -> parsed
     runs) with mean ± std of loss and time, tokens/s, peak memory, Welch p against the first arm."""
-    lines = [f"{'arm':<16} {'n':>2}  {'val loss':<17} {'p(loss)':>8}  {'time (s)':<15} {'p(time)':>8}  "
-             f"{'tokens/s':>9}  {'peak MiB':>8}"]
+    lines = [
+        f"{'arm':<16} {'n':>2}  {'val loss':<17} {'p(loss)':>8}  {'time (s)':<15} {'p(time)':>8}  "
+        f"{'tokens/s':>9}  {'peak MiB':>8}"
+    ]
     base = results.get(arms[0][0], [])
     for name, _ in arms:
         runs = results.get(name, [])
@@ -219,9 +253,14 @@ def summary(arms, results):
         loss, loss_std, secs, secs_std = stats_of(runs)
         p_loss = p_time = "-"
         if name != arms[0][0] and len(runs) > 1 and len(base) > 1:
-            p_loss, p_time = f"{welch_p(runs, base, 'val_loss'):.2g}", f"{welch_p(runs, base, 'train_time_ms'):.2g}"
+            p_loss, p_time = (
+                f"{welch_p(runs, base, 'val_loss'):.2g}",
+                f"{welch_p(runs, base, 'train_time_ms'):.2g}",
+            )
         std = lambda x, spec: "-" if math.isnan(x) else format(x, spec)
-        lines.append(f"{name:<16} {len(runs):>2}  {loss:.4f} ± {std(loss_std, '.4f'):<8} {p_loss:>8}  "
-                     f"{secs:7.1f} ± {std(secs_std, '.1f'):<5} {p_time:>8}  "
-                     f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}")
+        lines.append(
+            f"{name:<16} {len(runs):>2}  {loss:.4f} ± {std(loss_std, '.4f'):<8} {p_loss:>8}  "
+            f"{secs:7.1f} ± {std(secs_std, '.1f'):<5} {p_time:>8}  "
+            f"{np.mean([r['tokens_per_s'] for r in runs]):9.0f}  {max(r['peak_mib'] for r in runs):8d}"
+        )
     return "\n".join(lines)

@@ -13,6 +13,7 @@ not parse, the logs of one group embed different scripts, a record other than a 
 --previous, or the folder would fail tools/check.py: it is built and checked in a temporary folder
 first (beside links to the track's records), then moved into place whole. Prints the record's check line.
 """
+
 import argparse
 import datetime
 import os
@@ -32,54 +33,107 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def readme_stub(track, name, date, s, runs):
     target = s["target"]
     p = "-" if s["p"] is None else check.fmt(s["p"], ".2g")
-    lines = [f"# {name} ({track}, {date})", "",
-             "## What changed and why", "",
-             "TODO: describe the change against the previous record, and why it should help.", "",
-             "## Results", "",
-             "Measured by tools/submit.py from the step lines of the logs in this folder; "
-             "`python tools/check.py` recomputes them.", "",
-             "| log | final val loss | train time |", "|---|--:|--:|"]
-    lines += [f"| {r['file']} | {r['val_loss']:.4f} | {r['train_time_ms'] / 1000:.1f} s |" for r in runs]
-    lines += ["",
-              f"- n = {s['n']}",
-              f"- val loss = {check.fmt(s['mean'], '.4f')} ± {check.fmt(s['std'], '.4f')} (mean ± std)",
-              f"- target = {'not set' if target is None else target}; "
-              + ("baseline: defines the target, no p-test" if s["baseline"] else
-                 f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"),
-              f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)", ""]
+    lines = [
+        f"# {name} ({track}, {date})",
+        "",
+        "## What changed and why",
+        "",
+        "TODO: describe the change against the previous record, and why it should help.",
+        "",
+        "## Results",
+        "",
+        "Measured by tools/submit.py from the step lines of the logs in this folder; "
+        "`python tools/check.py` recomputes them.",
+        "",
+        "| log | final val loss | train time |",
+        "|---|--:|--:|",
+    ]
+    lines += [
+        f"| {r['file']} | {r['val_loss']:.4f} | {r['train_time_ms'] / 1000:.1f} s |" for r in runs
+    ]
+    lines += [
+        "",
+        f"- n = {s['n']}",
+        f"- val loss = {check.fmt(s['mean'], '.4f')} ± {check.fmt(s['std'], '.4f')} (mean ± std)",
+        f"- target = {'not set' if target is None else target}; "
+        + (
+            "baseline: defines the target, no p-test"
+            if s["baseline"]
+            else f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"
+        ),
+        f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def record_before(track_dir, name, track, targets):
     """check_record of the record that the new one follows in its track, in check.py's order (None if first)."""
     key = lambda n: (n[:10], not n.endswith("_Baseline"), n)
-    names = [n for n in os.listdir(track_dir) if os.path.isdir(os.path.join(track_dir, n))
-             and not n.startswith(".") and n != "retired" and key(n) < key(name)] if os.path.isdir(track_dir) else []
-    return check.check_record(os.path.join(track_dir, max(names, key=key)), track, targets) if names else None
+    names = (
+        [
+            n
+            for n in os.listdir(track_dir)
+            if os.path.isdir(os.path.join(track_dir, n))
+            and not n.startswith(".")
+            and n != "retired"
+            and key(n) < key(name)
+        ]
+        if os.path.isdir(track_dir)
+        else []
+    )
+    return (
+        check.check_record(os.path.join(track_dir, max(names, key=key)), track, targets)
+        if names
+        else None
+    )
 
 
 def write_previous_diff(dest, track, script):
     """previous/fork.diff from the track's nearest record script to script, unless script is one."""
     records = os.path.dirname(os.path.dirname(dest))
     root = os.path.dirname(records)
-    bases = [forks.name_in(os.path.join(d, "train_gpt.py"), root)
-             for t, d, _ in check.find_records(records) if t == track]
+    bases = [
+        forks.name_in(os.path.join(d, "train_gpt.py"), root)
+        for t, d, _ in check.find_records(records)
+        if t == track
+    ]
     if not any(forks.source(b, root) == script for b in bases):
-        forks.write_fork(os.path.join(dest, "previous"), root, forks.nearest(script, bases, root), script)
+        forks.write_fork(
+            os.path.join(dest, "previous"), root, forks.nearest(script, bases, root), script
+        )
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("track")
-    ap.add_argument("name", help="record name, e.g. Baseline or MuonLR; the folder is <date>_<name>")
+    ap.add_argument(
+        "name", help="record name, e.g. Baseline or MuonLR; the folder is <date>_<name>"
+    )
     ap.add_argument("logs", nargs="+", help="logs/<uuid>.txt of every run of the claim")
-    ap.add_argument("--previous", nargs="+", default=[], metavar="LOG",
-                    help="logs of the previous script, run beside these on the same machine (not for a Baseline)")
-    ap.add_argument("--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)")
-    ap.add_argument("--records", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "records"),
-                    help="records folder (default: records/)")
-    ap.add_argument("--target", action="append", metavar="TRACK=VALUE",
-                    help="override a track's target (for tests); repeatable")
+    ap.add_argument(
+        "--previous",
+        nargs="+",
+        default=[],
+        metavar="LOG",
+        help="logs of the previous script, run beside these on the same machine (not for a Baseline)",
+    )
+    ap.add_argument(
+        "--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)"
+    )
+    ap.add_argument(
+        "--records",
+        default=os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "records"
+        ),
+        help="records folder (default: records/)",
+    )
+    ap.add_argument(
+        "--target",
+        action="append",
+        metavar="TRACK=VALUE",
+        help="override a track's target (for tests); repeatable",
+    )
     args = ap.parse_args(argv)
     try:
         targets = check.parse_targets(args.target)
@@ -95,7 +149,9 @@ def main(argv=None):
     if not NAME_RE.fullmatch(args.name):
         return refuse(f"name {args.name!r}: use letters, digits, '_', '-', '.'")
     try:
-        ok_date = bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date)) and bool(datetime.date.fromisoformat(args.date))
+        ok_date = bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date)) and bool(
+            datetime.date.fromisoformat(args.date)
+        )
     except ValueError:
         ok_date = False
     if not ok_date:
@@ -105,7 +161,9 @@ def main(argv=None):
         return refuse(f"{dest} already exists")
 
     # Everything is read and checked before anything is written, so a refusal leaves no debris.
-    groups = [(dest, args.logs)] + ([(os.path.join(dest, "previous"), args.previous)] if args.previous else [])
+    groups = [(dest, args.logs)] + (
+        [(os.path.join(dest, "previous"), args.previous)] if args.previous else []
+    )
     scripts = []
     for _, logs in groups:
         names = [os.path.basename(p) for p in logs]
@@ -124,15 +182,19 @@ def main(argv=None):
         scripts.append(sources[0])
 
     if not os.path.basename(dest).endswith("_Baseline") and not args.previous:
-        return refuse(f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs of "
-                      f"the script it beats, run beside it on the same machine; nothing written")
+        return refuse(
+            f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs of "
+            f"the script it beats, run beside it on the same machine; nothing written"
+        )
 
     # Built and checked in a temporary copy of the track (links to its records, which diffs may name), so a
     # record that would fail the check is never written.
     with tempfile.TemporaryDirectory() as tmp:
         track_dir = os.path.join(tmp, "records", args.track)
         os.makedirs(track_dir)
-        for name in os.listdir(os.path.dirname(dest)) if os.path.isdir(os.path.dirname(dest)) else []:
+        for name in (
+            os.listdir(os.path.dirname(dest)) if os.path.isdir(os.path.dirname(dest)) else []
+        ):
             os.symlink(os.path.join(os.path.dirname(dest), name), os.path.join(track_dir, name))
         staged = os.path.join(track_dir, os.path.basename(dest))
         for folder, logs in groups:
@@ -152,8 +214,10 @@ def main(argv=None):
             f.write(readme_stub(args.track, args.name, args.date, r, r["runs"]))
         r = check.check_record(staged, args.track, targets, before=before)
         if not r["ok"]:
-            return refuse(f"{args.track}/{os.path.basename(dest)} would fail the check: {'; '.join(r['reasons'])}; "
-                          f"nothing written")
+            return refuse(
+                f"{args.track}/{os.path.basename(dest)} would fail the check: {'; '.join(r['reasons'])}; "
+                f"nothing written"
+            )
         # Copied next to its place under a hidden name, then renamed: the folder appears whole or not at all.
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")

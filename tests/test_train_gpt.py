@@ -1,11 +1,13 @@
 """Tests of train_gpt.py on CPU: tiny models trained for a few steps on shards made here."""
 
 import gc
+import glob
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -16,11 +18,11 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_gpt.py")
-import runlog  # noqa: E402
+import logformat  # noqa: E402
 import shards  # noqa: E402
 import train_gpt  # noqa: E402
 
-STEP_RE = runlog.STEP_RE  # the one definition of the step-line format
+STEP_RE = logformat.STEP_RE  # the one definition of the step-line format
 TINY = [
     "--track=cpu_shakespeare",
     "--train_files=train_*.bin",
@@ -366,6 +368,7 @@ def test_adaptive_softmax_is_an_exact_distribution():
         ("--head_cutoffs=500,100", "increasing ranks"),
         ("--dtype=fp8", "float32 or bfloat16"),
         ("--cooldown_frac=2.5", "in [0, 1]"),
+        ("--seed=4294967296", "in [0, 2^32)"),  # torch takes 64 bits; the checker counts 32
     ],
 )
 def test_out_of_range_hyperparameters_give_one_line(arg, valid):
@@ -606,3 +609,33 @@ def test_a_full_disk_mid_run_is_one_line(workdir):
         r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; run where logs/ can be written",
         err,
     ), err
+
+
+def test_one_layer_without_value_embeddings_trains(workdir, monkeypatch):
+    """No U-net skip then (its weights are an empty tensor, with no gradient): the grad norm skips it."""
+    monkeypatch.chdir(workdir)
+    args = ["--num_layers=1", "--num_value_embeds=0", "--num_iterations=2", "--val_loss_every=0"]
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, *args])
+    train_gpt.main()
+    assert newest_log(workdir).splitlines()[-1].startswith("final_val_loss:")
+
+
+def test_cpu_track_computes_what_the_newest_cpu_record_computes(tmp_path):
+    """The deterministic CPU mode (no compile, one thread) of the track's preset: every step line of
+    this script equals the newest cpu_shakespeare record's frozen script's, whatever the refactor."""
+    newest = sorted(glob.glob(os.path.join(ROOT, "records/cpu_shakespeare/20*/train_gpt.py")))[-1]
+    os.symlink(os.path.join(ROOT, "data"), tmp_path / "data")
+    args = ["--track=cpu_shakespeare", "--compile=false", "--threads=1", "--seed=7"]
+    args += ["--num_iterations=8", "--val_loss_every=4", "--val_tokens=20000"]
+    procs = []
+    for script in (SCRIPT, newest):
+        cmd = [sys.executable, script, *args]
+        out = tempfile.TemporaryFile(mode="w+")
+        procs.append((subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=out, text=True), out))
+    lines = []
+    for proc, out in procs:  # both at once: each runs on one thread
+        assert proc.wait(timeout=300) == 0
+        out.seek(0)
+        steps = [re.sub(r" train_time:.*", "", x) for x in out if x.startswith("step:")]
+        lines.append(steps)
+    assert len(lines[0]) == 8 + 2 and lines[0] == lines[1], (newest, lines)

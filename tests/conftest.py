@@ -1,5 +1,5 @@
 """Shared set-up: the repository's scripts import as modules (train_gpt, data/*.py, tools/*.py,
-tests/fakehub.py), and the tests read the log format through tools/runlog.py, its one home."""
+tests/fakehub.py), and the tests read the log format through tools/logformat.py, its one home."""
 
 import os
 import sys

@@ -13,6 +13,7 @@ from scipy import stats
 REPO = Path(__file__).resolve().parent.parent
 COMPARE = REPO / "tools" / "compare.py"
 FAKE = REPO / "tests" / "fake_train.py"
+IDEAS_HEADER = "| date | idea (against) | loss | time | verdict | folder |"
 
 
 def compare(tmp_path, *args, **kw):
@@ -137,9 +138,9 @@ def test_an_arm_whose_script_is_not_a_file_is_refused_before_any_run(tmp_path, s
     p = compare(tmp_path, "--arm", f"base={FAKE}", "--arm", f"fork={script} --loss=3.9")
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
     if script == "missing.py":
-        assert (
-            p.stderr
-            == f"error: --arm fork: script {script} not found in --workdir . (paths are relative to it)\n"
+        assert p.stderr == (
+            f"error: --arm fork: script {script} not found in --workdir . "
+            "(paths are relative to it)\n"
         )
     else:  # a folder is an arm folder, or nothing: it has no fork.diff
         assert (
@@ -263,8 +264,15 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
     for arm in ("base", "fork"):
         assert len(list((exp / arm).glob("*.txt"))) == 2
     table = p.stdout[p.stdout.index("arm ") : p.stdout.index("froze ")].rstrip("\n")
-    assert table in (exp / "README.md").read_text() and (exp / "compare.png").exists()
+    readme = (exp / "README.md").read_text()
+    assert table in readme and (exp / "compare.png").exists()
+    row = "| 2025-01-01 | TODO: the idea (against what), n | TODO | TODO | TODO "
+    row += "| [2025-01-01_Fake](.) |"
+    assert f"## Summary\n\n{IDEAS_HEADER}\n|---|---|---|---|---|---|\n{row}\n" in readme
     (tmp_path / "records").mkdir()
+    (tmp_path / "README.md").write_text("<!-- records:begin -->\n<!-- records:end -->\n")
+    index = tmp_path / "experiments" / "README.md"
+    index.write_text("# Ideas tried\n\n<!-- ideas:begin -->\n<!-- ideas:end -->\n")
     check = [
         sys.executable,
         str(REPO / "tools" / "check.py"),
@@ -273,10 +281,15 @@ def test_freeze_keeps_logs_diff_and_table_and_reruns_an_arm_folder(tmp_path):
         "--experiments",
         str(tmp_path / "experiments"),
     ]
-    ok = subprocess.run(check, capture_output=True, text=True)
-    assert ok.returncode == 0 and "experiments/2025-01-01_Fake  OK" in ok.stdout, (
-        ok.stdout + ok.stderr
+    stale = subprocess.run(check, capture_output=True, text=True)
+    assert stale.returncode == 1 and "experiments/2025-01-01_Fake  OK" in stale.stdout
+    assert (
+        "experiments/README.md  FAIL: the ideas table is stale: python tools/check.py --table "
+        "rewrites it" in stale.stdout
     )
+    ok = subprocess.run([*check, "--table"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "experiments/README.md  OK" in ok.stdout, ok.stdout + ok.stderr
+    assert row.replace("](.)", "](2025-01-01_Fake)") in index.read_text()
 
     again = compare(
         tmp_path,
@@ -375,6 +388,6 @@ def test_freeze_refuses_an_untracked_base_before_running(tmp_path):
         fork.unlink()
     assert p.returncode == 2 and not (tmp_path / "out").exists()
     assert p.stderr == (
-        f"error: --freeze: the base {fork} is not tracked by git, so a clone would lack it: name the "
-        f"tracked script it forks, e.g. --base records/<track>/<record>/train_gpt.py\n"
+        f"error: --freeze: the base {fork} is not tracked by git, so a clone would lack it: name "
+        f"the tracked script it forks, e.g. --base records/<track>/<record>/train_gpt.py\n"
     )

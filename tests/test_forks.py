@@ -1,5 +1,6 @@
-"""tools/forks.py (forks as diffs) and how tools/check.py verifies them: on the repository's own
-experiment folders, and on a folder frozen by tools/compare.py from tests/fake_train.py runs."""
+"""tools/forkdiff.py (forks as diffs), tools/forks.py (its command) and how tools/check.py verifies
+them: on the repository's own experiment folders, and on a folder frozen by tools/compare.py from
+tests/fake_train.py runs."""
 
 import io
 import random
@@ -12,8 +13,12 @@ from pathlib import Path
 import pytest
 
 import check
-import forks
-import runlog
+import forkdiff
+import layout
+import manifest
+import tables
+import verify
+from logformat import split_log
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = REPO / "tests" / "fake_train.py"
@@ -22,43 +27,46 @@ EXP = "experiments/2025-01-01_Fake"
 
 
 def test_diff_round_trip_is_exact():
-    """Any old/new pair, with \\r\\n, a missing last newline, empty files: apply(make(old, new)) == new."""
+    """Any old/new pair, with \\r\\n, a missing last newline, empty files:
+    apply(make(old, new)) == new."""
     rnd = random.Random(0)
     pieces = ["a\n", "b\n", "\n", "c\r\n", "d", "e\x0c\n", "é\n"]
     for _ in range(2000):
         old = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 10)))
-        new = forks.split_lines(old)
+        new = forkdiff.split_lines(old)
         for _ in range(rnd.randint(1, 4)):
             if new and rnd.random() < 0.4:
                 del new[rnd.randrange(len(new))]
             else:
                 new.insert(rnd.randint(0, len(new)), rnd.choice(pieces))
         new = "".join(new)
-        diff = forks.make_diff(old, new, "old", "new")
+        diff = forkdiff.make_diff(old, new, "old", "new")
         assert (diff == "") == (old == new)
         if diff:
-            assert forks.apply_diff(diff, old, "t") == new
+            assert forkdiff.apply_diff(diff, old, "t") == new
 
 
 def test_apply_refuses_any_mismatch():
     old = "".join(f"line {k}\n" for k in range(20))
     new = old.replace("line 10\n", "line ten\n")
-    diff = forks.make_diff(old, new, "old", "new")
-    with pytest.raises(forks.ForkError, match=r"t: line 4: does not match line 8 of the base"):
-        forks.apply_diff(diff, old.replace("line 7\n", "line 7 \n"), "t")  # a context line differs
-    with pytest.raises(forks.ForkError, match="hunk header's new line number"):
-        forks.apply_diff(diff.replace("+8,7", "+9,7"), old, "t")
-    with pytest.raises(forks.ForkError, match="ends inside a hunk"):
-        forks.apply_diff(diff[: diff.rindex(" line 13")], old, "t")
-    with pytest.raises(forks.ForkError, match="not a unified diff"):
-        forks.apply_diff("patch me\n", old, "t")
+    diff = forkdiff.make_diff(old, new, "old", "new")
+    with pytest.raises(forkdiff.ForkError, match=r"t: line 4: does not match line 8 of the base"):
+        forkdiff.apply_diff(
+            diff, old.replace("line 7\n", "line 7 \n"), "t"
+        )  # a context line differs
+    with pytest.raises(forkdiff.ForkError, match="hunk header's new line number"):
+        forkdiff.apply_diff(diff.replace("+8,7", "+9,7"), old, "t")
+    with pytest.raises(forkdiff.ForkError, match="ends inside a hunk"):
+        forkdiff.apply_diff(diff[: diff.rindex(" line 13")], old, "t")
+    with pytest.raises(forkdiff.ForkError, match="not a unified diff"):
+        forkdiff.apply_diff("patch me\n", old, "t")
 
 
 def arm_folders():
     """Every arm folder of experiments/ and every records/**/previous/ of the repository."""
     out = []
     for tsv in sorted((REPO / "experiments").glob("*/arms.tsv")):
-        out += [tsv.parent / name for name, _ in forks.read_arms(tsv.parent)]
+        out += [tsv.parent / name for name, _ in layout.read_arms(tsv.parent)]
     return out + sorted((REPO / "records").glob("*/*/previous"))
 
 
@@ -70,11 +78,11 @@ def test_every_repo_arm_rebuilds_the_source_its_logs_embed():
     for folder in folders:
         logs = sorted(folder.glob("*.txt"))
         assert logs, folder
-        if folder.name == "previous" and not (folder / forks.DIFF).exists():
+        if folder.name == "previous" and not (folder / forkdiff.DIFF).exists():
             continue  # logs of a record's own train_gpt.py: test_records checks those
-        rebuilt = forks.source(str(folder.relative_to(REPO)), str(REPO))
+        rebuilt = forkdiff.source(str(folder.relative_to(REPO)), str(REPO))
         for log in logs:
-            assert runlog.split_log(runlog.read_text(log))[0] == rebuilt, log
+            assert split_log(layout.read_text(log))[0] == rebuilt, log
     arm = (
         REPO / "experiments" / "2026-11-25_MuPWarmup" / "mup_w64_warmup_lr0.008"
     )  # a fork of a fork, no diff
@@ -83,7 +91,7 @@ def test_every_repo_arm_rebuilds_the_source_its_logs_embed():
         capture_output=True,
         check=True,
     ).stdout
-    assert out == runlog.split_log(runlog.read_text(next(arm.glob("*.txt"))))[0].encode()
+    assert out == split_log(layout.read_text(next(arm.glob("*.txt"))))[0].encode()
 
 
 def test_repo_has_no_script_copies():
@@ -95,8 +103,9 @@ def test_repo_has_no_script_copies():
 @pytest.fixture(scope="module")
 def frozen(tmp_path_factory):
     """A repository-like folder with a base script (a copy of fake_train.py), no records, and
-    experiments/2025-01-01_Fake frozen by tools/compare.py: arms base (the base), fork and fork_b (one
-    fork of it, two settings), 2 runs each."""
+    experiments/2025-01-01_Fake frozen by tools/compare.py: arms base (the base), fork and fork_b
+    (one fork of it, two settings), 2 runs each; the ideas table in experiments/README.md written by
+    tools/check.py --table from the Summary row that --freeze stubs."""
     root = tmp_path_factory.mktemp("repo")
     (root / BASE).parent.mkdir(parents=True)
     (root / "records").mkdir()
@@ -127,17 +136,23 @@ def frozen(tmp_path_factory):
         timeout=120,
     )
     assert p.returncode == 0, p.stdout + p.stderr
+    (root / "README.md").write_text(f"{tables.RECORDS_BEGIN}\n{tables.RECORDS_END}\n")
+    (root / "experiments" / "README.md").write_text(
+        f"# Ideas tried\n\n{tables.IDEAS_BEGIN}\n{tables.IDEAS_END}\n"
+    )
+    assert checked(root, "--table")[0] == 0
     return root
 
 
-def checked(root):
-    """tools/check.py (in-process) on the experiments of root: (exit code, the line of the Fake folder)."""
+def checked(root, *args, folder=EXP):
+    """tools/check.py (in-process) on the experiments of root: (exit code, the line of folder, by
+    default the Fake experiment's)."""
     out = io.StringIO()
     with redirect_stdout(out):
         code = check.main(
-            ["--records", str(root / "records"), "--experiments", str(root / "experiments")]
+            ["--records", str(root / "records"), "--experiments", str(root / "experiments"), *args]
         )
-    [line] = [s for s in out.getvalue().splitlines() if s.startswith("experiments/")]
+    [line] = [s for s in out.getvalue().splitlines() if s.startswith(f"{folder}  ")]
     return code, line
 
 
@@ -148,7 +163,7 @@ def copy_of(frozen, tmp_path):
 
 def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
     exp = frozen / EXP
-    assert forks.read_arms(exp) == [
+    assert layout.read_arms(exp) == [
         ("base", [BASE, "--loss=4.0"]),
         ("fork", [f"{EXP}/fork", "--loss=3.9"]),
         ("fork_b", [f"{EXP}/fork", "--loss=3.8"]),
@@ -160,12 +175,12 @@ def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
         "compare.png",
         "fork.diff",
     ]
-    manifest = (exp / runlog.MANIFEST).read_text().splitlines()
-    assert [m.split("  ")[1] for m in manifest] == sorted(
+    listed = (exp / manifest.MANIFEST).read_text().splitlines()
+    assert [m.split("  ")[1] for m in listed] == sorted(
         str(p.relative_to(exp)) for p in exp.rglob("*.txt")
     )
-    assert len(manifest) == 6 and runlog.manifest_errors(exp, EXP) == []
-    diff = (exp / "fork" / forks.DIFF).read_text()
+    assert len(listed) == 6 and manifest.manifest_errors(exp, EXP) == []
+    diff = (exp / "fork" / forkdiff.DIFF).read_text()
     assert (
         diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ")
         and "+ruler = '=' * 100  # the fork\n" in diff
@@ -175,7 +190,7 @@ def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
 
 def test_check_refuses_a_wrong_diff(frozen, tmp_path):
     root = copy_of(frozen, tmp_path)
-    diff = root / EXP / "fork" / forks.DIFF
+    diff = root / EXP / "fork" / forkdiff.DIFF
     diff.write_text(diff.read_text().replace("# the fork", "# another fork"))
     code, line = checked(root)
     assert code == 1 and line.startswith(
@@ -192,10 +207,10 @@ def test_check_refuses_a_wrong_diff(frozen, tmp_path):
     ruler_line = (REPO / "tests" / "fake_train.py").read_text().splitlines().index(
         'ruler = "=" * 100'
     ) + 1
+    assert code == 1
     assert (
-        code == 1
-        and f"{EXP}/fork/fork.diff: line 8: does not match line {ruler_line} of the base (python tools/forks.py"
-        in line
+        f"{EXP}/fork/fork.diff: line 8: does not match line {ruler_line} of the base "
+        "(python tools/forks.py" in line
     ), line
 
 
@@ -205,8 +220,8 @@ def test_check_refuses_a_missing_base(frozen, tmp_path):
     code, line = checked(root)
     assert code == 1
     assert (
-        f"; {EXP}/fork/fork.diff: its base {BASE} does not exist or is unreadable (python tools/forks.py"
-        in line
+        f"; {EXP}/fork/fork.diff: its base {BASE} does not exist or is unreadable "
+        "(python tools/forks.py" in line
     )
     assert f"arms.tsv: base: {BASE} does not exist or is unreadable" in line
 
@@ -217,7 +232,7 @@ def test_check_refuses_two_sources_in_one_arm(frozen, tmp_path):
     first = min((root / EXP / "fork").glob("*.txt")).name
     copy = root / EXP / "fork" / ("f" * 8 + log.name[8:])  # sorts after the fork's own logs
     copy.write_text(log.read_text().replace(f"log: logs/{log.name}", f"log: logs/{copy.name}"))
-    runlog.write_manifest(root / EXP)  # as if frozen so: the sources rule is what catches it
+    manifest.write_manifest(root / EXP)  # as if frozen so: the sources rule is what catches it
     code, line = checked(root)
     assert code == 1 and line.endswith(
         f"; {EXP}/fork/{copy.name} embeds another source than {first}: one script "
@@ -240,7 +255,7 @@ def test_check_refuses_a_copy_and_a_stale_arms_line(frozen, tmp_path):
 
 def test_forks_cli_rewrites_the_diff_from_the_logs(frozen, tmp_path):
     root = copy_of(frozen, tmp_path)
-    diff = root / EXP / "fork" / forks.DIFF
+    diff = root / EXP / "fork" / forkdiff.DIFF
     good = diff.read_bytes()
     diff.write_text("garbage\n")
     p = subprocess.run(
@@ -261,7 +276,7 @@ def test_check_names_a_log_moved_to_another_arm(frozen, tmp_path):
     root = copy_of(frozen, tmp_path)
     log = min((root / EXP / "fork").glob("*.txt"))
     log.rename(root / EXP / "fork_b" / log.name)  # same source, but it ran with --loss=3.9
-    runlog.write_manifest(root / EXP)  # the manifest rewritten too: the arm's flags still tell
+    manifest.write_manifest(root / EXP)  # the manifest rewritten too: the arm's flags still tell
     code, line = checked(root)
     assert (
         code == 1
@@ -273,13 +288,53 @@ def test_check_names_a_log_moved_to_another_arm(frozen, tmp_path):
 
 def test_flag_values_compare_after_the_trainers_conversion():
     assert (
-        check.flag_mismatches(
+        verify.flag_mismatches(
             ["--lr=0.0020", "--mup=1", "--qkv_bias=true", "--head_cutoffs=", "--seed=9"],
             {"lr": "0.002", "mup": "True", "qkv_bias": "True", "head_cutoffs": "", "seed": "1"},
         )
         == []
     )
-    assert check.flag_mismatches(["--mup=false", "--optimizer=adam"], {"mup": "True"}) == [
-        "ran with mup=True, but arms.tsv says --mup=false (a log moved to another arm? move it back)",
-        "ran with optimizer=(not logged), but arms.tsv says --optimizer=adam (a log moved to another arm? move it back)",
+    moved = "(a log moved to another arm? move it back)"
+    assert verify.flag_mismatches(["--mup=false", "--optimizer=adam"], {"mup": "True"}) == [
+        f"ran with mup=True, but arms.tsv says --mup=false {moved}",
+        f"ran with optimizer=(not logged), but arms.tsv says --optimizer=adam {moved}",
     ]
+
+
+def test_the_ideas_table_names_a_stale_table_a_bad_row_and_a_folder_in_no_row(frozen, tmp_path):
+    """experiments/README.md's table is collected from each folder's `## Summary` rows by
+    check.py --table; check.py names a table gone stale, a row whose date is not its folder's, and
+    a folder that no row names."""
+    root = copy_of(frozen, tmp_path)
+    index = root / "experiments" / "README.md"
+    readme = root / EXP / "README.md"
+    assert "| [2025-01-01_Fake](2025-01-01_Fake) |" in index.read_text()
+    readme.write_text(
+        readme.read_text().replace("TODO: the idea (against what), n", "An idea, n=2")
+    )
+    code, line = checked(root, folder="experiments/README.md")
+    assert code == 1 and line == (
+        "experiments/README.md  FAIL: the ideas table is stale: "
+        "python tools/check.py --table rewrites it"
+    )
+    assert checked(root, "--table", folder="experiments/README.md") == (
+        0,
+        "experiments/README.md  OK",
+    )
+    assert "| 2025-01-01 | An idea, n=2 |" in index.read_text()
+
+    readme.write_text(
+        readme.read_text().replace("| 2025-01-01 | An idea", "| 2025-01-02 | An idea")
+    )
+    code, line = checked(root, "--table", folder="experiments/README.md")
+    assert code == 1 and line == (
+        "experiments/README.md  FAIL: 2025-01-01_Fake/README.md: ## Summary row 1: "
+        "date 2025-01-02 is not the folder's (2025-01-01)"
+    )
+    readme.write_text(readme.read_text().split("## Summary")[0])  # no row at all
+    code, line = checked(root, "--table", folder="experiments/README.md")
+    assert code == 1 and line == (
+        "experiments/README.md  FAIL: 2025-01-01_Fake/README.md: no ## Summary row, and no other "
+        "folder's row links it (add one)"
+    )
+    assert "No experiments yet." in index.read_text()

@@ -1,5 +1,5 @@
 """tools/check.py and tools/submit.py, on records built in tmp dirs from real tiny runs of
-train_gpt.py (3 seeds of 10 steps and 2 of 30, a few seconds each, done once per module)."""
+train_gpt.py (3 seeds of 10 steps and 2 of 60, a few seconds each, done once per module)."""
 
 import io
 import os
@@ -13,18 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import check
+import forkdiff
+import layout
+import manifest
+import shards
+import submit as submit_mod
+import tables
+import tracks
+import verify
+from logformat import RULER, read_log, split_log
+from stats import fmt_time, stats_of
+
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train_gpt.py"
 TRACK = "cpu_shakespeare"
-
-import check  # noqa: E402
-import forks  # noqa: E402
-import runlog  # noqa: E402
-import shards  # noqa: E402
-import submit as submit_mod  # noqa: E402
-from runlog import RULER, read_log, stats_of  # noqa: E402
-
-REAL_RULES = dict(check.RULES)
+REAL_RULES = dict(tracks.RULES)
 
 VOCAB = 256  # a tiny vocab keeps the lm_head (the bulk of the FLOPs at this size) cheap
 
@@ -42,9 +46,10 @@ def shard_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(shard_dir):
-    """Five finished logs of train_gpt.py on random-token shards, run at once so that they share the cores
-    alike: seeds 1-3 at 10 steps, seeds 4-5 at 60. Run as two groups, one after the other, they were not
-    comparable: in one suite run the three 10-step runs took 1.2x the time of the two 30-step ones."""
+    """Five finished logs of train_gpt.py on random-token shards, run at once so that they share the
+    cores alike: seeds 1-3 at 10 steps, seeds 4-5 at 60. Run as two groups, one after the other,
+    they were not comparable: in one suite run the three 10-step runs took 1.2x the time of the two
+    30-step ones."""
     return tiny_runs(shard_dir, [(1, 10), (2, 10), (3, 10), (4, 60), (5, 60)])
 
 
@@ -56,8 +61,9 @@ def logs(runs):
 
 @pytest.fixture(scope="module")
 def slow_logs(runs):
-    """Two logs of the same script taking 6x the steps: the 'previous script' beside a record. The 10-step
-    runs finish first, so the 60-step ones then have the cores to themselves: slower all the same."""
+    """Two logs of the same script taking 6x the steps: the 'previous script' beside a record. The
+    10-step runs finish first, so the 60-step ones then have the cores to themselves: slower all the
+    same."""
     return runs[3:]
 
 
@@ -67,11 +73,12 @@ TINY_RULES = {TRACK: dict(hparams=dict(track=TRACK, val_tokens="2048"), val_pred
 
 @pytest.fixture(autouse=True)
 def tiny_rules(monkeypatch):
-    monkeypatch.setattr(check, "RULES", TINY_RULES)
+    monkeypatch.setattr(tracks, "RULES", TINY_RULES)
 
 
 def tiny_runs(root, runs):
-    """The runs, (seed, steps) each, at once, one thread each: the cores are shared, the wall time is not."""
+    """The runs, (seed, steps) each, at once, one thread each: the cores are shared, the wall time
+    is not."""
     procs = []
     for seed, steps in runs:
         cwd = root / f"seed{seed}"
@@ -137,7 +144,7 @@ def make_record(records, name, logs, previous=None, track=TRACK):
         (d / "previous").mkdir()
         for log in previous:
             shutil.copyfile(log, d / "previous" / log.name)
-    runlog.write_manifest(d)
+    manifest.write_manifest(d)
     return d
 
 
@@ -152,7 +159,8 @@ def forked(logs, tmp_path):
 
 
 def run_check(records, *args, target=None):
-    """check.main in-process (the CLI costs a second of imports per call); returns (exit code, lines)."""
+    """check.main in-process (the CLI costs a second of imports per call); returns (exit code,
+    lines)."""
     argv = ["--records", str(records), *args]
     if target is not None:
         argv += ["--target", f"{TRACK}={target}"]
@@ -208,8 +216,8 @@ def test_previous_script_rules(tmp_path, logs, slow_logs):
         "records/<track>/<record>/train_gpt.py)"
     )
     base = "records/cpu_shakespeare/2025-01-02_NoDiff/train_gpt.py"  # relative to the root, c/
-    forks.write_fork(
-        str(d / "previous"), str(tmp_path / "c"), base, runlog.split_log(fork[0].read_text())[0]
+    forkdiff.write_fork(
+        str(d / "previous"), str(tmp_path / "c"), base, split_log(fork[0].read_text())[0]
     )
     assert (
         (d / "previous" / "fork.diff")
@@ -221,8 +229,8 @@ def test_previous_script_rules(tmp_path, logs, slow_logs):
     shutil.copyfile(d / "train_gpt.py", d / "previous" / "train_gpt.py")
     [copy] = run_check(records, target=easy_target(logs))[1]
     assert (
-        "records/cpu_shakespeare/2025-01-02_NoDiff/previous/train_gpt.py: a copy of a script the logs embed"
-        in copy
+        "records/cpu_shakespeare/2025-01-02_NoDiff/previous/train_gpt.py: a copy of a script the "
+        "logs embed" in copy
     )
     (d / "previous" / "train_gpt.py").unlink()
     for (
@@ -237,7 +245,7 @@ def test_previous_script_rules(tmp_path, logs, slow_logs):
 
 
 def test_track_rules_refuse_another_val_set_or_track(tmp_path, logs, slow_logs, monkeypatch):
-    monkeypatch.setattr(check, "RULES", REAL_RULES)
+    monkeypatch.setattr(tracks, "RULES", REAL_RULES)
     make_record(tmp_path, "2025-01-02_OwnVal", logs, previous=slow_logs)
     make_record(tmp_path, "2025-01-02_OtherTrack", logs, previous=slow_logs, track="8xh100_fineweb")
     code, lines = run_check(tmp_path, target=easy_target(logs))
@@ -369,7 +377,7 @@ def test_table_is_deterministic_and_between_markers(tmp_path, logs, slow_logs):
     )
     assert rows[0].endswith("| - | - | OK |"), "a Baseline has no previous script"
     loss, loss_std, secs, secs_std = stats_of([read_log(p) for p in slow_logs])
-    assert f"| n=2: {loss:.4f} ± {loss_std:.4f}, {check.fmt_time(secs, secs_std)} | " in rows[1]
+    assert f"| n=2: {loss:.4f} ± {loss_std:.4f}, {fmt_time(secs, secs_std)} | " in rows[1]
     assert rows[1].endswith("x | OK |")
     assert "### 8xh100_fineweb" in text and "No records yet." in text
 
@@ -441,13 +449,14 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
     assert sorted(os.listdir(d / "previous")) == sorted(log.name for log in slow_logs), (
         "logs only: a record's script"
     )
-    manifest = (d / runlog.MANIFEST).read_text().splitlines()
-    assert [m.split("  ")[1] for m in manifest] == sorted(
+    listed = (d / manifest.MANIFEST).read_text().splitlines()
+    assert [m.split("  ")[1] for m in listed] == sorted(
         [log.name for log in logs] + [f"previous/{log.name}" for log in slow_logs]
     )
     assert run_check(records, target=easy_target(logs))[0] == 0
 
-    # previous logs of a script that is no record's: previous/fork.diff from the nearest record script
+    # previous logs of a script that is no record's: previous/fork.diff from the nearest record
+    # script
     # (in a track of its own: the only record script is the new record's)
     other_records = tmp_path / "other" / "records"
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
@@ -466,8 +475,9 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
             ]
         )
     f = other_records / TRACK / "2025-01-06_Forked" / "previous"
+    record = f"records/{TRACK}/2025-01-06_Forked"
     assert code == 0 and (f / "fork.diff").read_text().startswith(
-        f"--- records/{TRACK}/2025-01-06_Forked/train_gpt.py\n+++ records/{TRACK}/2025-01-06_Forked/previous\n"
+        f"--- {record}/train_gpt.py\n+++ {record}/previous\n"
     )
     assert not list(other_records.rglob("previous/*.py"))
     assert run_check(other_records, target=easy_target(logs))[0] == 0
@@ -489,12 +499,12 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
 def test_repo_records_pass_and_readme_table_is_current():
     """What `python tools/check.py --table` would write is what README.md holds."""
     records = REPO / "records"
-    results = check.check_all(str(records), check.TARGETS, REAL_RULES)
-    assert results and all(r["ok"] for r in results), [check.record_line(r) for r in results]
-    plots = {t for t in check.TARGETS if (records / f"{t}.png").is_file()}
-    expected = check.table(results, check.TARGETS, str(REPO), str(records), plots)
+    results = verify.check_all(str(records), tracks.TARGETS, REAL_RULES)
+    assert results and all(r["ok"] for r in results), [verify.record_line(r) for r in results]
+    plots = {t for t in tracks.TARGETS if (records / f"{t}.png").is_file()}
+    expected = tables.records_table(results, tracks.TARGETS, str(REPO), str(records), plots)
     readme = (REPO / "README.md").read_text()
-    assert f"{check.BEGIN}\n{expected}\n{check.END}" in readme, (
+    assert f"{tables.RECORDS_BEGIN}\n{expected}\n{tables.RECORDS_END}" in readme, (
         "run: python tools/check.py --table --plot"
     )
 
@@ -517,12 +527,54 @@ def test_missing_folders_are_one_line(tmp_path):
 
 
 def test_repo_experiments_verify():
-    """Every experiments/ folder: its logs embed its arms' scripts, its README holds the recomputed table."""
+    """Every experiments/ folder: its logs embed its arms' scripts, its README holds the recomputed
+    table."""
     folders = sorted(p for p in (REPO / "experiments").iterdir() if p.is_dir())
     assert folders
     for folder in folders:
-        name, reasons = check.check_experiment(str(folder))
+        name, reasons = verify.check_experiment(str(folder))
         assert not reasons, (name, reasons)
+
+
+def test_repo_ideas_table_is_current():
+    """What `python tools/check.py --table` would write between experiments/README.md's markers is
+    what it holds, and every experiment folder is in a row."""
+    assert tables.ideas_errors(str(REPO / "experiments")) == []
+
+
+def test_a_track_readme_is_no_record(tmp_path, logs, slow_logs):
+    """A track's README.md (records/8xh100_fineweb/ holds only that) is not taken for a record:
+    no check line, no table row; the table links it beside the track's target."""
+    records = tmp_path / "records"
+    (records / "8xh100_fineweb").mkdir(parents=True)
+    (records / "8xh100_fineweb" / "README.md").write_text("# a projection, not a record\n")
+    make_record(records, "2025-01-02_Good", logs, previous=slow_logs)
+    (records / TRACK / "README.md").write_text("# what belongs to the track\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    code, lines = run_check(records, "--table", "--readme", str(readme), target=easy_target(logs))
+    assert code == 0 and len(lines) == 1 and lines[0].startswith(f"{TRACK}/2025-01-02_Good "), lines
+    text = readme.read_text()
+    assert (
+        "Target val loss: 3.28. About the track: "
+        "[8xh100_fineweb/README.md](records/8xh100_fineweb/README.md).\n\nNo records yet." in text
+    )
+    assert f"About the track: [{TRACK}/README.md](records/{TRACK}/README.md)." in text
+    assert len([row for row in text.splitlines() if row.startswith("| 2025-")]) == 1
+
+
+def test_record_order_and_the_record_before():
+    """By date; on one date a Baseline first (the records after it claim its target)."""
+    names = ["2025-01-02_B", "2025-01-02_Baseline", "2025-01-01_Z", "2025-01-02_A"]
+    order = ["2025-01-01_Z", "2025-01-02_Baseline", "2025-01-02_A", "2025-01-02_B"]
+    assert sorted(names, key=layout.record_key) == order
+    assert layout.record_before(str(REPO / "records" / "nonexistent"), "2025-01-01_X") is None
+    track = REPO / "records" / TRACK
+    assert (
+        layout.record_before(str(track), "2026-12-03_TwoLayers")
+        == "2026-12-02_WrittenAttentionBF16"
+    )
+    assert layout.record_before(str(track), "2026-11-25_Baseline") is None
 
 
 @pytest.mark.parametrize("case", ["no previous", "above target", "previous not the record before"])
@@ -559,7 +611,8 @@ def test_submit_refuses_a_record_that_would_fail_the_check_and_writes_nothing(
         assert (
             "above target 1.0"
             if case == "above target"
-            else "previous/: its logs do not embed the script of the record before it (2025-01-02_Faster)"
+            else "previous/: its logs do not embed the script of the record before it "
+            "(2025-01-02_Faster)"
         ) in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
@@ -639,7 +692,7 @@ def test_added_duplicate_is_named(tmp_path, logs):
 def test_repeated_seed_is_named(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_More", logs)
     copy = duplicate(d, d / logs[0].name)
-    runlog.write_manifest(d)  # the manifest rewritten to include the copy: the seeds still tell
+    manifest.write_manifest(d)  # the manifest rewritten to include the copy: the seeds still tell
     code, [line] = run_check(tmp_path, target=easy_target(logs))
     assert (
         code == 1
@@ -653,7 +706,7 @@ def test_log_line_not_matching_its_file_name_is_named(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_Renamed", logs)
     new = d / ("ffffffff" + logs[0].name[8:])
     (d / logs[0].name).rename(new)
-    runlog.write_manifest(d)
+    manifest.write_manifest(d)
     code, [line] = run_check(tmp_path, target=easy_target(logs))
     assert (
         code == 1
@@ -665,11 +718,11 @@ def test_log_line_not_matching_its_file_name_is_named(tmp_path, logs):
 
 def test_folder_without_manifest_fails_with_the_fix(tmp_path, logs):
     d = make_record(tmp_path, "2025-01-02_Bare", logs)
-    (d / runlog.MANIFEST).unlink()
+    (d / manifest.MANIFEST).unlink()
     code, [line] = run_check(tmp_path, target=easy_target(logs))
     assert (
         code == 1
-        and f"FAIL: no MANIFEST.sha256: the logs' sha256 (python tools/check.py --write-manifest {d} "
-        f"writes it from the logs as they are); no previous/"
+        and f"FAIL: no MANIFEST.sha256: the logs' sha256 (python tools/check.py --write-manifest "
+        f"{d} writes it from the logs as they are); no previous/"
         in line
     )

@@ -2,10 +2,10 @@
 """Run a base script and its forks side by side, alternated, and compare them.
 
     python tools/compare.py -n 3 --arm "base=train_gpt.py --track=cpu_shakespeare" \
-                                 --arm "fork=my_fork.py --track=cpu_shakespeare" [--out logs/compare]
+        --arm "fork=my_fork.py --track=cpu_shakespeare" [--out logs/compare] [--freeze DIR]
 
 Each --arm is NAME=SCRIPT [--name=value ...]; SCRIPT is a script, or an arm folder of an experiment
-(see tools/forks.py), which runs as its source rebuilt byte for byte into logs/forks/<sha256>.py.
+(tools/forkdiff.py), which runs as its source rebuilt byte for byte into logs/forks/<sha256>.py.
 The same script with other settings is an arm too (a sweep). Round i runs every arm once, in order
 (A, B, A, B, ...: never two at once, so the machine's drift hits all arms alike), each with
 --seed=SEED+i, the same seeds for every arm. A line is printed per finished run and appended to
@@ -17,9 +17,10 @@ and Welch's t-test p-value against the first arm for loss and for time; and draw
 --freeze experiments/<YYYY-MM-DD>_<Name> keeps the result: each arm's unedited logs in <arm>/ and,
 where the source they embed is not the base's (the first arm's SCRIPT, or --base PATH: a tracked
 script or an arm folder), <arm>/fork.diff from it; arms.tsv with the SCRIPT that reruns each arm
-(the base, or the arm's folder); MANIFEST.sha256 over the logs; the table in README.md (to be completed with what was changed and
-why) and the plot. tools/check.py verifies such a folder. A set that was interrupted or had a
-failed run is not frozen.
+(the base, or the arm's folder); MANIFEST.sha256 over the logs; README.md with the table and a
+Summary row for the ideas table, to be completed with what was changed and why; and the plot.
+tools/check.py verifies such a folder. A set that was interrupted or had a failed run is not
+frozen.
 """
 
 import argparse
@@ -32,10 +33,13 @@ import signal
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import forks  # noqa: E402
-import plots  # noqa: E402
-from runlog import LogError, read_log, summary, write_manifest  # noqa: E402
+import forkdiff
+import plots
+from layout import fork_root, name_in, root_of, write_arms
+from logformat import LogError, read_log
+from manifest import write_manifest
+from stats import summary
+from tables import summary_stub
 
 
 def parse_arm(text, workdir="."):
@@ -47,9 +51,10 @@ def parse_arm(text, workdir="."):
         raise ValueError(f"--arm {text!r}: expected NAME=SCRIPT [--name=value ...]")
     path = os.path.join(workdir, words[0])
     if os.path.isdir(path):
+        root = fork_root(path)
         try:
-            forks.source(forks.name_in(path, forks.root_of(path)), forks.root_of(path))
-        except forks.ForkError as e:
+            forkdiff.source(name_in(path, root), root)
+        except forkdiff.ForkError as e:
             raise ValueError(f"--arm {text!r}: {e}") from None
     elif not words[0].endswith(".py"):
         raise ValueError(f"--arm {text!r}: SCRIPT is neither a .py file nor an arm folder")
@@ -62,8 +67,8 @@ def runnable(words, workdir):
     path = os.path.join(workdir, words[0])
     if not os.path.isdir(path):
         return words
-    root = forks.root_of(path)
-    source = forks.source(forks.name_in(path, root), root).encode("utf-8")
+    root = fork_root(path)
+    source = forkdiff.source(name_in(path, root), root).encode("utf-8")
     script = os.path.join("logs", "forks", hashlib.sha256(source).hexdigest()[:16] + ".py")
     os.makedirs(os.path.join(workdir, "logs", "forks"), exist_ok=True)
     with open(os.path.join(workdir, script), "wb") as f:
@@ -72,9 +77,9 @@ def runnable(words, workdir):
 
 
 def run_once(words, seed, workdir, tail_lines=5):
-    """Runs one training; returns the path of its log (None if it failed), its exit code and its last
-    output lines. Ctrl-C stops the child as a terminal's would, with SIGINT, so it logs where it
-    stopped; one that has not exited after 30 s (or a second Ctrl-C) is killed."""
+    """Runs one training; returns the path of its log (None if it failed), its exit code and its
+    last output lines. Ctrl-C stops the child as a terminal's would, with SIGINT, so it logs where
+    it stopped; one that has not exited after 30 s (or a second Ctrl-C) is killed."""
     cmd = [sys.executable, *runnable(words, workdir), f"--seed={seed}"]
     log, tail = None, collections.deque(maxlen=tail_lines)
     # In its own process group, so a terminal's Ctrl-C reaches the child once, from here, not twice.
@@ -105,60 +110,59 @@ def run_once(words, seed, workdir, tail_lines=5):
 
 
 def freeze(folder, arms, results, table, base, workdir="."):
-    """The experiment folder (see tools/forks.py): per arm its unedited logs; arms.tsv naming the
+    """The experiment folder (tools/layout.py): per arm its unedited logs; arms.tsv naming the
     script that reruns each arm: base if its logs embed base's source, else the folder of the first
-    arm with that source, which holds fork.diff from base's (or the stored arm folder or tracked script
-    the arm ran, if it has that source: a script is stored once); MANIFEST.sha256 over the logs; README.md with
-    the table; compare.png.
+    arm with that source, which holds fork.diff from base's (or the stored arm folder or tracked
+    script the arm ran, if it has that source: a script is stored once); MANIFEST.sha256 over the
+    logs; README.md with a Summary row to fill in (tools/tables.py) and the table; compare.png.
     base and the arms' scripts are relative to workdir. Raises ForkError, writing nothing, if the
     runs of an arm embed different sources."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
-    base = forks.name_in(os.path.join(workdir, base), root)
+    root = root_of(folder, "experiment")
+    base = name_in(os.path.join(workdir, base), root)
     for name, _ in arms:
         if len({r["source"] for r in results.get(name, [])}) > 1:
-            raise forks.ForkError(
+            raise forkdiff.ForkError(
                 f"arm {name}: its runs embed different sources (the script changed between runs)"
             )
     os.makedirs(folder)
-    lines, scripts = [], {forks.source(base, root): base}  # source -> the SCRIPT that stands for it
+    scripts = {forkdiff.source(base, root): base}  # source -> the SCRIPT that stands for it
+    lines = []
     for name, words in arms:
         adir = os.path.join(folder, name)
         os.makedirs(adir)
         runs = results.get(name, [])
         for r in runs:
             shutil.copyfile(r["log"], os.path.join(adir, os.path.basename(r["log"])))
-        given = forks.name_in(os.path.join(workdir, words[0]), root)
+        given = name_in(os.path.join(workdir, words[0]), root)
         if not runs:
             script = given
-        elif (
-            runs[0]["source"] not in scripts
-        ):  # a stored arm folder or script is named, else this arm holds the diff
+        elif runs[0]["source"] not in scripts:
+            # A stored arm folder or tracked script (e.g. a record's) is named, else this arm
+            # holds the diff.
             path = os.path.join(root, given)
-            tracked = os.path.isdir(path) or (
-                os.path.isfile(path) and forks.git_tracks(path)
-            )  # e.g. a record's script
-            stored = tracked and forks.source(given, root) == runs[0]["source"]
-            script = scripts[runs[0]["source"]] = (
-                given if stored else forks.write_fork(adir, root, base, runs[0]["source"])
-            )
+            tracked = os.path.isdir(path) or (os.path.isfile(path) and forkdiff.git_tracks(path))
+            stored = tracked and forkdiff.source(given, root) == runs[0]["source"]
+            script = given if stored else forkdiff.write_fork(adir, root, base, runs[0]["source"])
+            scripts[runs[0]["source"]] = script
         else:
             script = scripts[runs[0]["source"]]
-        lines.append(f"{name}\t{shlex.join([script, *words[1:]])}\n")
-    with open(os.path.join(folder, "arms.tsv"), "w") as f:
-        f.writelines(lines)
+        lines.append((name, [script, *words[1:]]))
+    write_arms(folder, lines)
     write_manifest(folder)
     plots.comparison(arms, results, os.path.join(folder, "compare.png"))
-    with open(os.path.join(folder, "README.md"), "w") as f:
+    names = ", ".join(n for n, _ in arms)
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
         f.write(
-            f"# {os.path.basename(os.path.normpath(folder))}\n\n## What was changed and why\n\nTODO\n\n"
-            f"## Results\n\nArms (the first is the base): {', '.join(n for n, _ in arms)}; commands in arms.tsv; "
-            f"each fork's change from {base} in <arm>/{forks.DIFF}.\n\n"
+            f"# {os.path.basename(os.path.normpath(folder))}\n\n{summary_stub(folder)}\n"
+            f"## What was changed and why\n\nTODO\n\n"
+            f"## Results\n\nArms (the first is the base): {names}; commands in arms.tsv; "
+            f"each fork's change from {base} in <arm>/{forkdiff.DIFF}.\n\n"
             f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n"
         )
 
 
 def load(log):
-    """A parsed log (see tools/runlog.py) that knows its path."""
+    """A parsed log (tools/logformat.py) that knows its path."""
     return dict(read_log(log), log=log)
 
 
@@ -218,8 +222,8 @@ def main(argv=None):
     base = args.base or arms[0][1][0]
     try:
         if args.freeze:
-            forks.check_base(os.path.join(args.workdir, base))
-    except forks.ForkError as e:
+            forkdiff.check_base(os.path.join(args.workdir, base))
+    except forkdiff.ForkError as e:
         print(f"error: --freeze: the base {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
@@ -264,15 +268,16 @@ def main(argv=None):
         plots.comparison(arms, results, os.path.join(args.out, "compare.png"))
     if args.freeze and (interrupted or failed):  # a frozen experiment holds every run it asked for
         counts = ", ".join(f"{name} {len(results.get(name, []))}" for name, _ in arms)
+        why = "interrupted" if interrupted else f"{failed} run(s) failed"
         print(
-            f"error: not frozen into {args.freeze}: {'interrupted' if interrupted else f'{failed} run(s) failed'} "
+            f"error: not frozen into {args.freeze}: {why} "
             f"(finished runs per arm of -n {args.runs}: {counts}); rerun the whole set",
             file=sys.stderr,
         )
     elif args.freeze:
         try:
             freeze(args.freeze, arms, results, table, base, args.workdir)
-        except forks.ForkError as e:
+        except forkdiff.ForkError as e:
             print(f"error: --freeze: {e}: nothing frozen", file=sys.stderr)
             return 2
         print(f"froze {args.freeze}: fill in its README.md; check it with python tools/check.py")

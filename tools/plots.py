@@ -1,4 +1,4 @@
-"""The plots, drawn from parsed logs (tools/runlog.py): an experiment's compare.png and a track's
+"""The plots, drawn from parsed logs (tools/logformat.py): an experiment's compare.png and a track's
 records/<track>.png. Deterministic: the same logs give the same PNG bytes."""
 
 import os
@@ -85,10 +85,10 @@ def comparison(arms, results, path):
 
 
 def records(results, targets, records_dir):
-    """records/<track>.png for every track with records (check.check_all's results): val loss against
-    training time on a log axis, so that a 1-minute and a 12-minute record both read; one line per
-    run, one colour per record (dashed: the previous script's runs beside it), the y axis on the
-    later halves of the runs, the target as a line."""
+    """records/<track>.png for every track with records (verify.check_all's results): val loss
+    against training time on a log axis, so that a 1-minute and a 12-minute record both read; one
+    line per run, one colour per record (dashed: the previous script's runs beside it), the y axis
+    on the later halves of the runs, the target as a line."""
     plt = _pyplot()
     for track in sorted({r["track"] for r in results if r["runs"] and not r["retired"]}):
         rows = [r for r in results if r["track"] == track and r["runs"] and not r["retired"]]
@@ -100,7 +100,7 @@ def records(results, targets, records_dir):
                 ("o--", f"{r['name']}: previous, beside it", r["previous"]),
             ):
                 for j, run in enumerate(runs):
-                    # Step 0 is the untrained model (~10.8 for every run); it would only squash the axis.
+                    # Step 0 is the untrained model (~10.8 for every run): it would squash the axis.
                     val = [(t / 1000, y) for step, y, t in run["vals"] if step > 0]
                     later = [y for step, y, _ in run["vals"] if step > run["total"] / 2]
                     ax.plot(

@@ -7,11 +7,12 @@
 Creates records/<track>/<date>_<Name>/ with train_gpt.py taken from the first log (so the frozen
 script is exactly what ran), the logs copied unchanged, previous/ with the logs of the previous
 script run beside them (and, unless that script is a record's train_gpt.py, previous/fork.diff: the
-diff to it from the track's nearest record script), MANIFEST.sha256 over the logs, and a README.md stub with the measured numbers.
-Refuses (one line, exit 2), creating nothing, if the folder exists, the track is unknown, a log does
-not parse, the logs of one group embed different scripts, a record other than a Baseline has no
---previous, or the folder would fail tools/check.py: it is built and checked in a temporary folder
-first (beside links to the track's records), then moved into place whole. Prints the record's check line.
+diff to it from the track's nearest record script), MANIFEST.sha256 over the logs, and a README.md
+stub with the measured numbers. Refuses (one line, exit 2), creating nothing, if the folder exists,
+the track is unknown, a log does not parse, the logs of one group embed different scripts, a record
+other than a Baseline has no --previous, or the folder would fail the check (tools/verify.py, what
+tools/check.py prints): it is built and checked in a temporary folder first (beside links to the
+track's records), then moved into place whole. Prints the record's check line.
 """
 
 import argparse
@@ -22,17 +23,28 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import check  # noqa: E402
-import forks  # noqa: E402
-from runlog import LogError, read_log, write_manifest  # noqa: E402
+from forkdiff import nearest, source, write_fork
+from layout import (
+    PREVIOUS,
+    ROOT,
+    find_records,
+    name_in,
+    record_before,
+    records_dir_of,
+    root_of,
+)
+from logformat import LogError, read_log
+from manifest import write_manifest
+from stats import fmt, fmt_time
+from tracks import P_MAX, parse_targets
+from verify import check_record, record_line
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def readme_stub(track, name, date, s, runs):
     target = s["target"]
-    p = "-" if s["p"] is None else check.fmt(s["p"], ".2g")
+    p = "-" if s["p"] is None else fmt(s["p"], ".2g")
     lines = [
         f"# {name} ({track}, {date})",
         "",
@@ -54,54 +66,30 @@ def readme_stub(track, name, date, s, runs):
     lines += [
         "",
         f"- n = {s['n']}",
-        f"- val loss = {check.fmt(s['mean'], '.4f')} ± {check.fmt(s['std'], '.4f')} (mean ± std)",
+        f"- val loss = {fmt(s['mean'], '.4f')} ± {fmt(s['std'], '.4f')} (mean ± std)",
         f"- target = {'not set' if target is None else target}; "
         + (
             "baseline: defines the target, no p-test"
             if s["baseline"]
-            else f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs p < {check.P_MAX})"
+            else f"p = {p} (one-sided one-sample t-test, H1: mean < target; a claim needs "
+            f"p < {P_MAX})"
         ),
-        f"- train time = {check.fmt_time(s['time_mean'], s['time_std'])} (mean ± std)",
+        f"- train time = {fmt_time(s['time_mean'], s['time_std'])} (mean ± std)",
         "",
     ]
     return "\n".join(lines)
 
 
-def record_before(track_dir, name, track, targets):
-    """check_record of the record that the new one follows in its track, in check.py's order (None if first)."""
-    key = lambda n: (n[:10], not n.endswith("_Baseline"), n)
-    names = (
-        [
-            n
-            for n in os.listdir(track_dir)
-            if os.path.isdir(os.path.join(track_dir, n))
-            and not n.startswith(".")
-            and n != "retired"
-            and key(n) < key(name)
-        ]
-        if os.path.isdir(track_dir)
-        else []
-    )
-    return (
-        check.check_record(os.path.join(track_dir, max(names, key=key)), track, targets)
-        if names
-        else None
-    )
-
-
 def write_previous_diff(dest, track, script):
     """previous/fork.diff from the track's nearest record script to script, unless script is one."""
-    records = os.path.dirname(os.path.dirname(dest))
-    root = os.path.dirname(records)
+    records, root = records_dir_of(dest), root_of(dest, "record")
     bases = [
-        forks.name_in(os.path.join(d, "train_gpt.py"), root)
-        for t, d, _ in check.find_records(records)
+        name_in(os.path.join(d, "train_gpt.py"), root)
+        for t, d, _ in find_records(records)
         if t == track
     ]
-    if not any(forks.source(b, root) == script for b in bases):
-        forks.write_fork(
-            os.path.join(dest, "previous"), root, forks.nearest(script, bases, root), script
-        )
+    if not any(source(b, root) == script for b in bases):
+        write_fork(os.path.join(dest, PREVIOUS), root, nearest(script, bases, root), script)
 
 
 def main(argv=None):
@@ -116,16 +104,15 @@ def main(argv=None):
         nargs="+",
         default=[],
         metavar="LOG",
-        help="logs of the previous script, run beside these on the same machine (not for a Baseline)",
+        help="logs of the previous script, run beside these on the same machine "
+        "(not for a Baseline)",
     )
     ap.add_argument(
         "--date", default=datetime.date.today().isoformat(), help="YYYY-MM-DD (default: today)"
     )
     ap.add_argument(
         "--records",
-        default=os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "records"
-        ),
+        default=os.path.join(ROOT, "records"),
         help="records folder (default: records/)",
     )
     ap.add_argument(
@@ -136,7 +123,7 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
     try:
-        targets = check.parse_targets(args.target)
+        targets = parse_targets(args.target)
     except ValueError as e:
         ap.error(str(e))
 
@@ -183,12 +170,12 @@ def main(argv=None):
 
     if not os.path.basename(dest).endswith("_Baseline") and not args.previous:
         return refuse(
-            f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs of "
-            f"the script it beats, run beside it on the same machine; nothing written"
+            f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs "
+            f"of the script it beats, run beside it on the same machine; nothing written"
         )
 
-    # Built and checked in a temporary copy of the track (links to its records, which diffs may name), so a
-    # record that would fail the check is never written.
+    # Built and checked in a temporary copy of the track (links to its records, which diffs may
+    # name), so a record that would fail the check is never written.
     with tempfile.TemporaryDirectory() as tmp:
         track_dir = os.path.join(tmp, "records", args.track)
         os.makedirs(track_dir)
@@ -208,24 +195,28 @@ def main(argv=None):
             write_previous_diff(staged, args.track, scripts[1])
         write_manifest(staged)
         # The stub's numbers come from the same check that verifies the folder afterwards.
-        before = record_before(os.path.dirname(dest), os.path.basename(dest), args.track, targets)
-        r = check.check_record(staged, args.track, targets, before=before)
+        track_dir, name = os.path.split(dest)
+        before = record_before(track_dir, name)
+        if before is not None:
+            before = check_record(os.path.join(track_dir, before), args.track, targets)
+        r = check_record(staged, args.track, targets, before=before)
         with open(os.path.join(staged, "README.md"), "w", encoding="utf-8") as f:
             f.write(readme_stub(args.track, args.name, args.date, r, r["runs"]))
-        r = check.check_record(staged, args.track, targets, before=before)
+        r = check_record(staged, args.track, targets, before=before)
         if not r["ok"]:
             return refuse(
-                f"{args.track}/{os.path.basename(dest)} would fail the check: {'; '.join(r['reasons'])}; "
-                f"nothing written"
+                f"{args.track}/{os.path.basename(dest)} would fail the check: "
+                f"{'; '.join(r['reasons'])}; nothing written"
             )
-        # Copied next to its place under a hidden name, then renamed: the folder appears whole or not at all.
+        # Copied next to its place under a hidden name, then renamed: the folder appears whole or
+        # not at all.
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")
         shutil.rmtree(partial, ignore_errors=True)  # from a copy cut short
         shutil.copytree(staged, partial)
         os.rename(partial, dest)
-    r = check.check_record(dest, args.track, targets, before=before)
-    print(check.record_line(r))
+    r = check_record(dest, args.track, targets, before=before)
+    print(record_line(r))
     print(f"created {dest}: fill in '## What changed and why' in its README.md")
     return 0
 

@@ -545,6 +545,8 @@ def test_repo_ideas_table_is_current():
 def test_a_track_readme_is_no_record(tmp_path, logs, slow_logs):
     """A track's README.md (records/8xh100_fineweb/ holds only that) is not taken for a record:
     no check line, no table row; the table links it beside the track's target."""
+    assert (REPO / "records" / "8xh100_fineweb" / "README.md").is_file()
+    assert {t for t, _, _ in layout.find_records(str(REPO / "records"))} == {TRACK}
     records = tmp_path / "records"
     (records / "8xh100_fineweb").mkdir(parents=True)
     (records / "8xh100_fineweb" / "README.md").write_text("# a projection, not a record\n")

@@ -2,9 +2,9 @@
 
     python fake_train.py --seed=S [--loss=L] [--ms=M] [--sleep=SECONDS]
 
-Final val loss L + 0.01 * (S % 5), training time M ms + S; --sleep waits before the step lines (a slow
-arm). As train_gpt.py does, a bad value is one line on stderr and exit 1, and Ctrl-C (SIGINT) logs an
-"interrupted" line and exits 130.
+Final val loss L + 0.01 * (S % 5), training time M ms + S; --sleep waits before the step lines (a
+slow arm). As train_gpt.py does, a bad value is one line on stderr and exit 1, and Ctrl-C (SIGINT)
+logs an "interrupted" line and exits 130.
 """
 
 import os
@@ -42,10 +42,11 @@ head = [
     f"log: logs/{run_id}.txt",
     ruler,
 ]
+avg, norm = f"step_avg:{total / 2:.2f}ms", "grad_norm:1.0000"
 steps = [
-    f"step:1/2 train_loss:{final + 1:.4f} lr:0.01000 grad_norm:1.0000 train_time:{total // 2}ms step_avg:{total / 2:.2f}ms",
-    f"step:2/2 train_loss:{final + 0.5:.4f} lr:0.00500 grad_norm:1.0000 train_time:{total}ms step_avg:{total / 2:.2f}ms",
-    f"step:2/2 val_loss:{final:.4f} train_time:{total}ms step_avg:{total / 2:.2f}ms",
+    f"step:1/2 train_loss:{final + 1:.4f} lr:0.01000 {norm} train_time:{total // 2}ms {avg}",
+    f"step:2/2 train_loss:{final + 0.5:.4f} lr:0.00500 {norm} train_time:{total}ms {avg}",
+    f"step:2/2 val_loss:{final:.4f} train_time:{total}ms {avg}",
     f"peak_memory:100MiB tokens_seen:4096 tokens_per_s:{4096 * 1000 // total} mfu:1.00%",
     f"final_val_loss:{final:.4f} train_time:{total}ms",
 ]

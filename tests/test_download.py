@@ -249,7 +249,7 @@ def test_a_download_that_fails_before_any_shard_leaves_no_folder(tmp_path, hub, 
         del hub.repos[FINEWEB]
     elif fault == "server error":
         hub.server_errors[VAL] = 100  # past the retries
-    else:  # the file's metadata comes, then every GET sends headers and no body: the hub's .cache/ is made
+    else:  # the file's metadata comes, then every GET sends headers, no body: .cache/ is made
         hub.cut[VAL] = 1
         hub.empty[VAL] = 100
     proc = run(tmp_path, url, "1")

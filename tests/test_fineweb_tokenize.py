@@ -135,7 +135,7 @@ def test_fineweb_hub_unreachable_is_one_line(tmp_path):
             timeout=60,
         )
     assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if "error:" in l]
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "HuggingFaceFW/fineweb" in errors[0]
     assert not list(tmp_path.glob("out/*.bin"))
 
@@ -183,7 +183,8 @@ def test_bad_input_is_one_line_and_leaves_no_shards(tmp_path, filename, content,
         timeout=60,
     )
     assert proc.returncode == 1
-    errors = [l for l in proc.stderr.splitlines() if "error:" in l]  # tqdm bars share stderr
+    # tqdm bars share stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert not list(tmp_path.glob("out/*.bin"))
 

@@ -7,8 +7,9 @@ Fetches <prefix>_val_000000.bin and <prefix>_train_000001.bin .. <prefix>_train_
               into data/fineweb10B/
   --edu       dataset kjj0/finewebedu10B-gpt2 (99 train shards), files finewebedu_*.bin,
               into data/finewebedu10B/
-N defaults to 16 (1.6B training tokens, 100M per shard): the 8xH100 record run trains on
-3000 steps x 524,288 = 1.57B tokens, and a shorter stream would wrap around and repeat data.
+N defaults to 16 (1.6B training tokens, 100M per shard), twice what the trainer's default run
+needs: 1390 steps x 524,288 = 729M tokens, 8 shards. With fewer shards than a run needs, the
+stream wraps around and repeats data.
 
 Files already present and valid (shards.read_header) are skipped without touching the network,
 so a complete directory works offline. Every downloaded file is validated; an invalid one is
@@ -92,9 +93,9 @@ def explain(exc, fname, repo, endpoint):
 
 
 def first_request(head, tries=3):
-    """One HEAD before the first download: hf_hub_download retries an unreachable server with backoff
-    for ~25 s before giving up, which is only worth it mid-run. A server error (5xx) is transient
-    whenever it comes, so that is retried here too, after 1 s and 2 s."""
+    """One HEAD before the first download: hf_hub_download retries an unreachable server with
+    backoff for ~25 s before giving up, which is only worth it mid-run. A server error (5xx) is
+    transient whenever it comes, so that is retried here too, after 1 s and 2 s."""
     from huggingface_hub import errors
 
     for attempt in range(tries):
@@ -107,7 +108,7 @@ def first_request(head, tries=3):
 
 
 def download(names, directory, repo):
-    """Fetch the missing or invalid files among names into directory; return how many were fetched."""
+    """Fetch the missing or invalid files among names into directory; return how many it fetched."""
     # Imported here so that HF_* variables set by the caller are read at import.
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import logging as hf_logging
@@ -128,7 +129,8 @@ def download(names, directory, repo):
     if not todo:
         return 0
 
-    # A killed run can leave an empty temporary file behind; a non-empty one is resumed, so it stays.
+    # A killed run can leave an empty temporary file behind; a non-empty one is resumed, so it
+    # stays.
     for stale in glob.glob(
         os.path.join(
             glob.escape(directory), ".cache", "huggingface", "download", "**", "*.incomplete"
@@ -145,7 +147,9 @@ def download(names, directory, repo):
             try:
                 if i == 0:
                     first_request(
-                        lambda: get_hf_file_metadata(hf_hub_url(repo, fname, repo_type="dataset"))
+                        lambda fname=fname: get_hf_file_metadata(
+                            hf_hub_url(repo, fname, repo_type="dataset")
+                        )
                     )
                 print(f"downloading {fname} ({i + 1}/{len(todo)})", flush=True)
                 hf_hub_download(
@@ -162,7 +166,8 @@ def download(names, directory, repo):
                     f"copy on {endpoint} is bad"
                 ) from None
     except BaseException:
-        # A folder this run made and no shard reached holds only the hub's bookkeeping: leave no trace.
+        # A folder this run made and no shard reached holds only the hub's bookkeeping: leave no
+        # trace.
         if new and not glob.glob(os.path.join(glob.escape(directory), "*.bin")):
             shutil.rmtree(new, ignore_errors=True)
         raise

@@ -102,7 +102,7 @@ def read_texts(path):
 
 
 def fineweb_texts():
-    """Documents of FineWeb sample-10BT, downloading one parquet file at a time into the HF cache."""
+    """Documents of FineWeb sample-10BT, fetching one parquet file at a time into the HF cache."""
     from huggingface_hub import HfApi, hf_hub_download
 
     try:
@@ -165,12 +165,14 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
         shards.write_shard(path, buf[:fill])
         written.append((path, fill))
 
-    _init_worker()  # load the encoding once here, so forked workers inherit it and errors surface early
+    # Load the encoding once here, so forked workers inherit it and errors surface early.
+    _init_worker()
     bar = tqdm(total=shard_size, unit="tok", unit_scale=True, desc="shard 0")
     try:
         with mp.Pool(workers or os.cpu_count(), initializer=_init_worker) as pool:
             # imap keeps document order; input errors raised while reading come back here in order.
-            for docs, tokens in enumerate(pool.imap(_tokenize, texts, chunksize=16), 1):
+            for tokens in pool.imap(_tokenize, texts, chunksize=16):
+                docs += 1
                 while len(tokens):
                     take = min(shard_size - fill, len(tokens))
                     buf[fill : fill + take] = tokens[:take]
@@ -188,9 +190,8 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
                             desc=f"shard {len(written)}",
                         )
         bar.close()
-        if (
-            len(written) * shard_size + fill <= docs
-        ):  # nothing, or only the <|endoftext|> of empty documents
+        # Nothing, or only the <|endoftext|> of empty documents:
+        if len(written) * shard_size + fill <= docs:
             raise InputError("the inputs hold no text: nothing to tokenize, no shard written")
         if fill:
             flush()
@@ -223,7 +224,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.workers < 1:
         print(
-            f"error: --workers={args.workers}: the number of tokenizer processes must be at least 1",
+            f"error: --workers={args.workers}: the number of tokenizer processes must be at "
+            "least 1",
             file=sys.stderr,
         )
         return 2
@@ -242,7 +244,8 @@ def main(argv=None):
         return 1
     total = sum(n for _, n in written)
     print(
-        f"{total} tokens in {len(written)} shards ({max(len(written) - 1, 0)} train + val) in {out_dir}"
+        f"{total} tokens in {len(written)} shards ({max(len(written) - 1, 0)} train + val) "
+        f"in {out_dir}"
     )
     if len(written) < 2:
         print(

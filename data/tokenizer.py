@@ -4,8 +4,8 @@ get_gpt2_encoding() first tries tiktoken.get_encoding("gpt2"). That needs
 openaipublic.blob.core.windows.net (or a warm tiktoken cache); when it is unreachable we build the
 identical encoding from the GPT-2 BPE ranks that ship inside the PyPI sdist openai-whisper==20250625
 (whisper/assets/gpt2.tiktoken), which only needs the package index. The ranks are written to
-data/cache/gpt2.tiktoken (standard .tiktoken format: base64 token, space, rank, one per line); the
-trainer reads that same file to decode samples, so keep the path and format.
+data/cache/gpt2.tiktoken (standard .tiktoken format: base64 token, space, rank, one per line),
+where later runs and the tests find it without the network, so keep the path and format.
 
 Run `python data/tokenizer.py` to fetch the ranks file ahead of time.
 """
@@ -93,8 +93,8 @@ def sdist_path(package, version, sha256):
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = [l.strip() for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
-            errors = [l for l in lines if l.startswith("ERROR")]
+            lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+            errors = [ln for ln in lines if ln.startswith("ERROR")]
             reason = (errors or lines or [f"pip exited with status {proc.returncode}"])[-1]
             reason = reason.removeprefix("ERROR: ")
             raise FetchError(

@@ -2,9 +2,10 @@
 
     python -m pytest -s tests/test_cuda.py    # -s shows the measured ms/step and peak memory
 
-FlexAttention (compiled, with the BlockMask built from block bounds) must agree with the CPU path (attention written
-out over the same mask as a boolean tensor) in the loss and in every gradient, and the full FineWeb configuration must
-compile and train a few steps on synthetic shards, sized to this GPU's memory as train_gpt.py sizes it."""
+FlexAttention (compiled, with the BlockMask built from block bounds) must agree with the CPU path
+(attention written out over the same mask as a boolean tensor) in the loss and in every gradient,
+and the full FineWeb configuration must compile and train a few steps on synthetic shards, sized
+to this GPU's memory as train_gpt.py sizes it."""
 
 import re
 import subprocess
@@ -100,7 +101,9 @@ def test_full_configuration_compiles_and_trains(tmp_path):
     estimate = train_gpt.memory_estimate(h, num_params, device_batch_size) / 2**30
     throughput = re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)[0]
     print(
-        f"\n{torch.cuda.get_device_name()} ({gpu_bytes / 2**30:.0f} GiB): {ms_per_step:.0f} ms/step for "
-        f"{h.batch_size} tokens as {h.batch_size // device_batch_size} micro-steps of {device_batch_size} "
-        f"(seq_len {seq_len}); peak {peak / 1024:.1f} GiB allocated (estimate {estimate:.1f}); {throughput}"
+        f"\n{torch.cuda.get_device_name()} ({gpu_bytes / 2**30:.0f} GiB): "
+        f"{ms_per_step:.0f} ms/step for {h.batch_size} tokens as "
+        f"{h.batch_size // device_batch_size} micro-steps of {device_batch_size} "
+        f"(seq_len {seq_len}); peak {peak / 1024:.1f} GiB allocated "
+        f"(estimate {estimate:.1f}); {throughput}"
     )

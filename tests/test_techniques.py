@@ -1,7 +1,7 @@
-"""The 8xH100 track's techniques, pinned on CPU: document-masked sliding-window attention (FlexAttention
-on GPUs from per-block document bounds, written out over a boolean mask on CPUs), window warmup, value embeddings, Muon's grouping,
-the full-softmax loss, fixed-length sampling, fitting a GPU's memory, and the full-size FineWeb configuration
-taking an optimizer step."""
+"""The 8xH100 track's techniques, pinned on CPU: document-masked sliding-window attention
+(FlexAttention on GPUs from per-block document bounds, written out over a boolean mask on CPUs),
+window warmup, value embeddings, the ReLUGTz MLP, Muon's grouping, the full-softmax loss, fitting
+a GPU's memory, and the full-size FineWeb configuration taking an optimizer step."""
 
 import re
 import subprocess
@@ -34,10 +34,10 @@ def random_docs(B, T, starts_per_row, seed):
 @pytest.mark.parametrize("T", [520, 1024])
 @pytest.mark.parametrize("window", [128, 256, 384, 1280])
 def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
-    """The GPU path's BlockMask, built from per-block document bounds, has the blocks (partial and full) that
-    create_block_mask finds by evaluating every (q, k), for boundaries at random positions, rows with none,
-    and a last block cut short; flex_attention's forward (it runs on CPU, unfused) with either gives what the
-    CPU path's boolean mask gives SDPA."""
+    """The GPU path's BlockMask, built from per-block document bounds, has the blocks (partial and
+    full) that create_block_mask finds by evaluating every (q, k), for boundaries at random
+    positions, rows with none, and a last block cut short; flex_attention's forward (it runs on CPU,
+    unfused) with either gives what the CPU path's boolean mask gives SDPA."""
     B, H, D = 3, 2, 16
     idx = random_docs(B, T, starts_per_row=[0, 4, 40], seed=window + T)
     idx[2, 256:300] = BOS  # runs of one-token documents
@@ -46,9 +46,8 @@ def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
     mask_mod = train_gpt.document_window_mask(docs, torch.tensor(window))
     reference = create_block_mask(mask_mod, B, None, T, T, device="cpu")  # evaluates every (q, k)
     assert torch.equal(ours.to_dense(), reference.to_dense()), "the same blocks computed"
-    whole = (
-        T // 128
-    )  # a query block cut short: create_block_mask calls a key block "partial" for its padded queries
+    # A query block cut short: create_block_mask calls a key block "partial" for its padded queries.
+    whole = T // 128
     for kind in ("kv_num_blocks", "full_kv_num_blocks"):
         assert torch.equal(
             getattr(ours, kind)[..., :whole], getattr(reference, kind)[..., :whole]
@@ -60,9 +59,8 @@ def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
     assert dense.shape == (B, 1, T, T) and dense.dtype == torch.bool
     sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # "flex_attention called without torch.compile()": expected on CPU
+        # "flex_attention called without torch.compile()": expected on CPU
+        warnings.simplefilter("ignore")
         for block_mask in (ours, reference):
             torch.testing.assert_close(
                 flex_attention(q, k, v, block_mask=block_mask), sdpa, atol=1e-5, rtol=1e-5
@@ -71,8 +69,9 @@ def test_block_mask_equals_create_block_mask_and_sdpa(T, window):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_cpu_attention_written_out_equals_sdpa(dtype, tol):
-    """The CPU path's attention, written out (softmax in fp32), gives in the output and in every gradient what
-    SDPA gives with the same boolean mask, computed in fp32 from the same bf16-rounded inputs."""
+    """The CPU path's attention, written out (softmax in fp32), gives in the output and in every
+    gradient what SDPA gives with the same boolean mask, computed in fp32 from the same bf16-rounded
+    inputs."""
     h = train_gpt.parse_args(["--model_dim=64", "--num_heads=2", "--seq_len=256"])
     torch.manual_seed(0)
     attn = train_gpt.CausalSelfAttention(h, train_gpt.Rotary(32, 256), value_embed=False)
@@ -81,9 +80,8 @@ def test_cpu_attention_written_out_equals_sdpa(dtype, tol):
     mask = train_gpt.attention_mask(idx, BOS, torch.tensor(128))
     x = torch.randn(2, 256, 64).to(dtype)
 
-    def reference(
-        x,
-    ):  # the forward, with F.scaled_dot_product_attention in fp32 where the script writes it out
+    # The forward, with F.scaled_dot_product_attention in fp32 where the script writes it out.
+    def reference(x):
         q, k, v = (lin(x).view(2, 256, 2, 32) for lin in (attn.q, attn.k, attn.v))
         q, k = attn.rotary(train_gpt.norm(q)), attn.rotary(train_gpt.norm(k))
         y = F.scaled_dot_product_attention(
@@ -103,8 +101,9 @@ def test_cpu_attention_written_out_equals_sdpa(dtype, tol):
 
 
 def test_mask_semantics():
-    """Query q sees key k iff k <= q, same document, and k's block at most window / 128 - 1 blocks back:
-    checked against a plain loop (the window counts whole blocks, what FlexAttention computes)."""
+    """Query q sees key k iff k <= q, same document, and k's block at most window / 128 - 1 blocks
+    back: checked against a plain loop (the window counts whole blocks, what FlexAttention
+    computes)."""
     idx = random_docs(1, 600, starts_per_row=[3], seed=3)
     docs = (idx[0] == BOS).cumsum(0).tolist()
     mask = train_gpt.attention_mask(idx, BOS, 256)[0, 0]
@@ -117,14 +116,13 @@ def test_mask_semantics():
 
 
 def test_full_softmax_cross_entropy_equals_log_softmax_gather():
-    """The full-softmax head's loss through F.cross_entropy (softcap kept) gives the loss and the gradients of
-    the log_softmax(...).gather formulation it replaced."""
+    """The full-softmax head's loss through F.cross_entropy (softcap kept) gives the loss and the
+    gradients of the log_softmax(...).gather formulation it replaced."""
     torch.manual_seed(0)
     h = SimpleNamespace(model_dim=32, vocab_size=200, head_cutoffs="", logit_softcap=15.0)
     head = train_gpt.AdaptiveSoftmax(h)
-    torch.nn.init.normal_(
-        head.head.weight, std=2.0
-    )  # logits large enough for the softcap to matter
+    # Logits large enough for the softcap to matter.
+    torch.nn.init.normal_(head.head.weight, std=2.0)
     x, targets = torch.randn(64, 32, requires_grad=True), torch.randint(0, 200, (64,))
     loss = head(x, targets)
     grads = torch.autograd.grad(loss, [x, head.head.weight])
@@ -141,16 +139,16 @@ def test_full_softmax_cross_entropy_equals_log_softmax_gather():
     [(24, (16384, 16384)), (40, (32768, 32768)), (80, (65536, 65536)), (141, (65536, 65536))],
 )
 def test_fit_to_memory_for_common_gpus(gib, expected):
-    """The FineWeb configuration's rows halve until the estimate fits 80% of the GPU; the step's tokens stay."""
+    """The FineWeb configuration's rows halve until the estimate fits 80% of the GPU; the step's
+    tokens stay."""
     h = train_gpt.parse_args([])
     num_params = sum(p.numel() for p in train_gpt.GPT(h).parameters())
     seq_len, device_batch_size = train_gpt.fit_to_memory(h, num_params, gib * 2**30)
     assert (seq_len, device_batch_size) == expected
     assert train_gpt.memory_estimate(h, num_params, device_batch_size) <= 0.8 * gib * 2**30
     assert h.batch_size % seq_len == 0 and seq_len >= h.window_max
-    wide = train_gpt.parse_args(
-        ["--device_batch_size=131072"]
-    )  # two rows per forward: fewer rows first
+    # Two rows per forward: fewer rows first.
+    wide = train_gpt.parse_args(["--device_batch_size=131072"])
     assert train_gpt.fit_to_memory(wide, num_params, 80 * 2**30) == (65536, 65536)
 
 
@@ -184,8 +182,8 @@ def tiny_hparams(*args):
 
 
 def test_value_embeddings_change_nothing_at_init():
-    """Their gates start at 0 and they are made last: with the same seed the model computes exactly what
-    it computes without them, and only the gates get a gradient at the first step."""
+    """Their gates start at 0 and they are made last: with the same seed the model computes exactly
+    what it computes without them, and only the gates get a gradient at the first step."""
     idx = random_docs(2, 32, starts_per_row=[2, 4], seed=0)
     targets = torch.randint(10, 100, (2, 32))
     losses = {}
@@ -193,9 +191,8 @@ def test_value_embeddings_change_nothing_at_init():
         torch.manual_seed(0)
         model = train_gpt.GPT(tiny_hparams(f"--num_value_embeds={n}"))
         g = torch.Generator().manual_seed(1)
-        for (
-            p
-        ) in model.parameters():  # zero-init projections and head would make any comparison trivial
+        # Zero-init projections and head would make any comparison trivial.
+        for p in model.parameters():
             if p.ndim == 2 and not p.any():
                 torch.nn.init.normal_(p, std=0.05, generator=g)
         losses[n] = model(idx, 128, targets)
@@ -203,12 +200,8 @@ def test_value_embeddings_change_nothing_at_init():
             losses[n].backward()
             assert all(not ve.weight.grad.any() for ve in model.value_embeds)
             gates = [b.attn.ve_gate for b in model.blocks]
-            assert [g is not None for g in gates] == [
-                True,
-                True,
-                True,
-                True,
-            ]  # layers 0, 1 and, reversed, 2, 3
+            # Layers 0, 1 and, reversed, 2, 3.
+            assert [g is not None for g in gates] == [True, True, True, True]
             assert all(g.grad.abs() > 0 for g in gates)
     assert torch.equal(losses[0], losses[2])
     one = train_gpt.GPT(tiny_hparams("--num_value_embeds=1"))
@@ -216,8 +209,9 @@ def test_value_embeddings_change_nothing_at_init():
 
 
 def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
-    """ReLUGTz: (beta relu(a - t) - alpha relu(t - a) + c) * b with [a, b] = fc(x), hidden 8/3 x dim so the block
-    keeps ReLU^2's parameters (up to rounding and the 4 scalars); the scalars go to Adam, the matrices to Muon."""
+    """ReLUGTz: (beta relu(a - t) - alpha relu(t - a) + c) * b with [a, b] = fc(x), hidden 8/3 x dim
+    so the block keeps ReLU^2's parameters (up to rounding and the 4 scalars); the scalars go to
+    Adam, the matrices to Muon."""
     h = tiny_hparams("--activation=relugtz")
     mlp = train_gpt.MLP(h)
     torch.nn.init.normal_(mlp.proj.weight, std=0.05)  # zero-init would make the output trivially 0
@@ -231,7 +225,10 @@ def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
     torch.testing.assert_close(mlp(x), expected)
     relu2 = train_gpt.MLP(tiny_hparams("--activation=relu2"))
     assert relu2.dprelu is None and relu2.fc.weight.shape == (4 * h.model_dim, h.model_dim)
-    n = lambda m: sum(p.numel() for p in m.parameters())
+
+    def n(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert abs(n(mlp) - n(relu2)) <= 3 * h.model_dim + 4
     mlp(x).sum().backward()
     assert mlp.dprelu.grad.abs().min() > 0, "each of the four scalars learns"
@@ -254,25 +251,22 @@ def test_muon_groups_transposed_shapes_together():
         p.grad = torch.randn_like(p)
     before = [p.detach().clone() for p in params]
     opt.step()
-    for (
-        p,
-        p0,
-    ) in zip(params, before):
+    for p, p0 in zip(params, before):
         update = (p0 - p.detach()) / 0.02 / max(1, p.size(0) / p.size(1)) ** 0.5
         expected = train_gpt.zeropower_via_newtonschulz5(
             p.grad.lerp(opt.state[p]["momentum_buffer"], 0.95), dtype=torch.float32
         )
-        torch.testing.assert_close(
-            update, expected, atol=1e-4, rtol=1e-4
-        )  # tall ones transposed back
+        # Tall ones transposed back.
+        torch.testing.assert_close(update, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_full_size_fineweb_configuration_steps_on_cpu(tmp_path):
     """The 8xH100 track's model exactly (12 layers, width 768, 3 value embeddings, 50,304-wide head,
-    softcap 15, document mask from id 50256), one optimizer step on one 256-token row, so shape errors
-    show here and not on a rented node (a 1,024-token row took 48 s here against 32: Muon's Newton-Schulz on
-    the 72 matrices is most of it, whatever the row). In fp32: a CPU without bf16 units (an AMD EPYC here)
-    took over 10 minutes for the bf16 step; tests/test_cuda.py runs it in bf16."""
+    softcap 15, document mask from id 50256), one optimizer step on one 256-token row, so shape
+    errors show here and not on a rented node (a 1,024-token row took 48 s here against 32: Muon's
+    Newton-Schulz on the 72 matrices is most of it, whatever the row). In fp32: a CPU without bf16
+    units (an AMD EPYC here) took over 10 minutes for the bf16 step; tests/test_cuda.py runs it in
+    bf16."""
     rng = np.random.default_rng(0)
     stream = rng.integers(0, 50257, size=4096)
     stream[rng.choice(4096, size=8, replace=False)] = 50256
@@ -301,9 +295,8 @@ def test_full_size_fineweb_configuration_steps_on_cpu(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     log = newest_log(tmp_path)
     params = int(re.search(r"^params:(\d+) ", log, re.M)[1])
-    assert params == 12 * (4 * 768 * 768 + 2 * 4 * 768 * 768 + 2) + 5 * 50304 * 768 + 6 + 6, (
-        params
-    )  # embed, 3 value embeds, head
+    # 5 * 50304 * 768: embed, 3 value embeds, head.
+    assert params == 12 * (4 * 768 * 768 + 2 * 4 * 768 * 768 + 2) + 5 * 50304 * 768 + 6 + 6, params
     assert (
         "num_layers=12 model_dim=768 num_heads=6 num_value_embeds=3" in log
         and "logit_softcap=15.0" in log

@@ -121,12 +121,13 @@ def test_tiny_run_learns_and_logs(workdir):
 
 
 def test_any_world_size_equals_one_rank_with_accumulation(workdir):
-    """Same global batch of 8 rows, split 4+4 over 2 micro-steps on 1 rank, 4|4 over 2 gloo ranks, or
-    2|3|3 over 3 ranks (unequal shares, weighted by their token counts): the same tokens, the same
-    math, only the order of float sums differs (~1e-7 relative), so logged 4-decimal losses and grad
-    norms agree to within one unit in the last place. Adam's lrs are lowered: at the track's lrs its
-    first steps move every weight by about +-lr whatever the gradient's size, so a rounding-level
-    gradient that flips sign moves a weight by 2 * 0.6, and 3 ranks then drift by 2-13e-4 by step 5."""
+    """Same global batch of 8 rows, split 4+4 over 2 micro-steps on 1 rank, 4|4 over 2 gloo ranks,
+    or 2|3|3 over 3 ranks (unequal shares, weighted by their token counts): the same tokens, the
+    same math, only the order of float sums differs (~1e-7 relative), so logged 4-decimal losses
+    and grad norms agree to within one unit in the last place. Adam's lrs are lowered: at the
+    track's lrs its first steps move every weight by about +-lr whatever the gradient's size, so a
+    rounding-level gradient that flips sign moves a weight by 2 * 0.6, and 3 ranks then drift by
+    2-13e-4 by step 5."""
     args = [
         "--num_iterations=6",
         "--val_loss_every=3",
@@ -236,8 +237,9 @@ def one_line_error(p):
 
 
 def main_stops(cwd, monkeypatch, capsys, *args):
-    """main() in-process (a subprocess spends ~6 s importing torch here): the one line it stops with, before
-    any step. A string given to sys.exit is what the process prints, alone, on stderr (the next test runs one)."""
+    """main() in-process (a subprocess spends ~6 s importing torch here): the one line it stops
+    with, before any step. A string given to sys.exit is what the process prints, alone, on stderr
+    (the next test runs one)."""
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, *args])
     with pytest.raises(SystemExit) as stop:
@@ -438,7 +440,8 @@ def test_ctrl_c_during_evaluation_does_not_count_it_as_training(workdir, tmp_pat
     assert trained_ms <= reported <= trained_ms + 50, (trained_ms, reported)
 
 
-# One bad value per field of Hyperparameters: the test below fails for a field added without a range.
+# One bad value per field of Hyperparameters: the test below fails for a field added without a
+# range.
 BAD_VALUES = dict(
     track="nope",
     train_files="nothing/train_*.bin",
@@ -526,7 +529,8 @@ def test_val_tokens_beyond_the_val_set_names_what_it_holds(workdir, monkeypatch,
 def test_a_token_id_beyond_the_vocabulary_stops_the_run_before_training(
     workdir, tmp_path, monkeypatch, capsys, split
 ):
-    """Found when the shards are loaded: before, a val shard's bad id lost the whole run at its final eval."""
+    """Found when the shards are loaded: before, a val shard's bad id lost the whole run at its
+    final eval."""
     stream = np.tile(np.arange(1000), 60)
     stream[::97] = 999
     stream[1234] = 60000
@@ -585,7 +589,8 @@ def test_a_log_that_cannot_be_created_is_one_line(tmp_path, workdir, monkeypatch
 
 
 def test_a_full_disk_mid_run_is_one_line(workdir):
-    """RLIMIT_FSIZE stands in for a full disk: past it a write fails (EFBIG) instead of killing the process."""
+    """RLIMIT_FSIZE stands in for a full disk: past it a write fails (EFBIG) instead of killing the
+    process."""
     import resource
 
     limit = (
@@ -606,13 +611,14 @@ def test_a_full_disk_mid_run_is_one_line(workdir):
     )
     err = one_line_error(p)
     assert re.fullmatch(
-        r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; run where logs/ can be written",
+        r"train_gpt\.py: cannot write logs/\S+\.txt: File too large; "
+        r"run where logs/ can be written",
         err,
     ), err
 
 
 def test_one_layer_without_value_embeddings_trains(workdir, monkeypatch):
-    """No U-net skip then (its weights are an empty tensor, with no gradient): the grad norm skips it."""
+    """No U-net skip then (its weights are an empty tensor, no gradient): the grad norm skips it."""
     monkeypatch.chdir(workdir)
     args = ["--num_layers=1", "--num_value_embeds=0", "--num_iterations=2", "--val_loss_every=0"]
     monkeypatch.setattr(sys, "argv", [SCRIPT, *TINY, *args])
@@ -621,8 +627,9 @@ def test_one_layer_without_value_embeddings_trains(workdir, monkeypatch):
 
 
 def test_cpu_track_computes_what_the_newest_cpu_record_computes(tmp_path):
-    """The deterministic CPU mode (no compile, one thread) of the track's preset: every step line of
-    this script equals the newest cpu_shakespeare record's frozen script's, whatever the refactor."""
+    """The deterministic CPU mode (no compile, one thread) of the track's preset: every step line
+    of this script equals the newest cpu_shakespeare record's frozen script's, whatever the
+    refactor."""
     newest = sorted(glob.glob(os.path.join(ROOT, "records/cpu_shakespeare/20*/train_gpt.py")))[-1]
     os.symlink(os.path.join(ROOT, "data"), tmp_path / "data")
     args = ["--track=cpu_shakespeare", "--compile=false", "--threads=1", "--seed=7"]

@@ -19,6 +19,8 @@ import shards
 import train_gpt
 from test_train_gpt import SCRIPT, newest_log, step_lines
 
+STEPS = 30  # full-size steps: tools/gpu_check.sh prints their ms/step, peak memory and MFU
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -65,7 +67,7 @@ def test_full_configuration_compiles_and_trains(tmp_path):
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory
     seq_len, device_batch_size = train_gpt.fit_to_memory(h, num_params, gpu_bytes)
     rng = np.random.default_rng(0)
-    stream = rng.integers(0, 50257, size=h.batch_size * 6 + 1)
+    stream = rng.integers(0, 50257, size=h.batch_size * 6 + 1)  # 6 batches, wrapped
     stream[rng.random(stream.size) < 1 / 1000] = 50256  # documents of ~1,000 tokens, as in FineWeb
     stream[0] = 50256
     shards.write_shard(tmp_path / "fineweb_train_000000.bin", stream)
@@ -77,7 +79,7 @@ def test_full_configuration_compiles_and_trains(tmp_path):
             f"--train_files={tmp_path}/fineweb_train_*.bin",
             f"--val_files={tmp_path}/fineweb_val_*.bin",
             f"--val_tokens={2 * seq_len}",
-            "--num_iterations=6",
+            f"--num_iterations={STEPS}",
             "--val_loss_every=0",
         ],
         cwd=tmp_path,
@@ -90,13 +92,15 @@ def test_full_configuration_compiles_and_trains(tmp_path):
     assert f"grad_accum_steps:{h.batch_size // device_batch_size} " in log
     assert (f"seq_len={seq_len} " in log) and (f"device_batch_size={device_batch_size} " in log)
     steps = step_lines(log)
-    assert all(np.isfinite(steps[(s, "train")]) for s in range(1, 7)) and np.isfinite(
-        steps[(6, "val")]
+    assert all(np.isfinite(steps[(s, "train")]) for s in range(1, STEPS + 1)) and np.isfinite(
+        steps[(STEPS, "val")]
     )
-    times = [int(t) for t in re.findall(r"^step:\d+/6 train_loss.* train_time:(\d+)ms", log, re.M)]
+    times = [
+        int(t) for t in re.findall(rf"^step:\d+/{STEPS} train_loss.* train_time:(\d+)ms", log, re.M)
+    ]
     ms_per_step = (times[-1] - times[0]) / (
         len(times) - 1
-    )  # steps 2-6: the first may still tune kernels
+    )  # steps 2-30: the first may still tune kernels
     peak = int(re.search(r"^peak_memory:(\d+)MiB", log, re.M)[1])
     estimate = train_gpt.memory_estimate(h, num_params, device_batch_size) / 2**30
     throughput = re.search(r"tokens_per_s:\d+ mfu:[\d.]+%", log)[0]

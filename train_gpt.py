@@ -867,6 +867,7 @@ class Log:
         self.path = f"logs/{run_id}.txt"
         self.master = master
         self.file = None
+        self.echo = True
         self(f"{RULER}\n{code}{RULER}", echo=False)
 
     def __call__(self, msg, echo=True):
@@ -879,8 +880,14 @@ class Log:
             self.file.write(msg + "\n")
         except OSError as e:
             stop(f"cannot write {self.path}: {e.strerror}; run where logs/ can be written")
-        if echo:
-            print(msg, flush=True)
+        if echo and self.echo:
+            try:
+                print(msg, flush=True)
+            except (
+                BrokenPipeError
+            ):  # stdout closed (`| head`): the run goes on, the file has it all
+                self.echo = False
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def build_run(h, log):
@@ -957,7 +964,7 @@ def interrupted(run, log, interrupt):
     os._exit(128 + signum)
 
 
-def on_signal(signum, frame):  # SIGTERM (from schedulers and `timeout`) stops as Ctrl-C does
+def on_signal(signum, frame):  # SIGTERM (schedulers, `timeout`), SIGHUP: stop as Ctrl-C does
     raise KeyboardInterrupt(signum)
 
 
@@ -984,4 +991,5 @@ def main():
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal
     main()

@@ -557,7 +557,8 @@ def test_a_shard_without_bos_id_is_refused(workdir, monkeypatch, capsys):
     assert "train_000000.bin holds no bos_id=1000, which starts every document" in err
 
 
-def test_sigterm_logs_where_it_stopped_and_exits_143(workdir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_a_signal_logs_where_it_stopped_and_exits_128_plus_it(workdir, sig):
     proc = subprocess.Popen(
         [sys.executable, SCRIPT] + TINY + ["--num_iterations=100000"],
         cwd=workdir,
@@ -569,11 +570,11 @@ def test_sigterm_logs_where_it_stopped_and_exits_143(workdir):
         for line in proc.stdout:
             if line.startswith("step:2/"):
                 break
-        proc.terminate()  # SIGTERM: what a scheduler or `timeout` sends
+        proc.send_signal(sig)  # SIGTERM: a scheduler or `timeout`; SIGHUP: a closed terminal
         proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 143
+    assert proc.returncode == 128 + sig
     assert newest_log(workdir).splitlines()[-1].startswith("interrupted after step ")
 
 
@@ -646,3 +647,14 @@ def test_cpu_track_computes_what_the_newest_cpu_record_computes(tmp_path):
         steps = [re.sub(r" train_time:.*", "", x) for x in out if x.startswith("step:")]
         lines.append(steps)
     assert len(lines[0]) == 8 + 2 and lines[0] == lines[1], (newest, lines)
+
+
+def test_a_closed_stdout_does_not_stop_the_run(workdir):
+    """`python train_gpt.py ... | head -3`: printing fails once head exits; the log has it all."""
+    cmd = [sys.executable, SCRIPT, *TINY, "--num_iterations=20", "--val_loss_every=0"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()  # then the reader goes, as head does after its lines
+    proc.stdout.close()
+    err = proc.communicate(timeout=300)[1].decode()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert newest_log(workdir).splitlines()[-1].startswith("final_val_loss:")

@@ -50,6 +50,12 @@ class Hyperparameters:
     model_dim: int = 768
     num_heads: int = 6
     num_value_embeds: int = 3  # tables for the first and, in reverse, the last layers' values
+    value_embed_mix: str = "lambdas"  # lambdas: v, ve weighted, learned from 0.5; gate: v + g ve
+    no_attention_layers: str = "7"  # blocks without attention (upstream: the 8th of 12)
+    rotary: str = (
+        "half"  # half: dim/4 pairs turn (1 to 1/1024 a token), dim/4 do not; full: base 1e4
+    )
+    embed_dtype: str = "bfloat16"  # of the embedding tables, and so of their Adam state
     window_min: int = 128  # the attention window grows linearly from this many tokens ...
     window_max: int = 1792  # ... to this many at the end
     activation: str = "relu2"  # of the MLP: relu2, or relugtz (gated, 4 learned scalars a layer)
@@ -57,6 +63,7 @@ class Hyperparameters:
     head_cutoffs: str = ""  # an adaptive softmax's frequency-rank cutoffs, e.g. "2048,8192"
     num_iterations: int = 1390
     warmup_steps: int = 0
+    adam_beta1: float = 0.8
     cooldown_frac: float = 0.4  # linear decay to 0 over this final fraction of the steps
     embed_lr: float = 0.6
     head_lr: float = 0.008
@@ -80,7 +87,8 @@ TRACKS = {  # a track's preset: flags applied before the command line's
     "--device_batch_size=4096 --seq_len=128 --activation=relugtz --num_layers=2 --model_dim=128 "
     "--num_heads=2 --num_value_embeds=1 --logit_softcap=0 --head_cutoffs=2048,8192 "
     "--num_iterations=240 --cooldown_frac=0.5 --muon_lr=0.02 --val_loss_every=48 "
-    "--muon_momentum_warmup_steps=15",
+    "--muon_momentum_warmup_steps=15 --value_embed_mix=gate --no_attention_layers= --rotary=full "
+    "--embed_dtype=float32 --adam_beta1=0.9",
 }
 
 
@@ -178,18 +186,27 @@ class CastedLinear(nn.Linear):  # fp32 master weights, the matmul in the activat
 
 
 class Rotary(nn.Module):
-    def __init__(self, head_dim, max_seq_len, base=10000):
+    def __init__(self, head_dim, max_seq_len, half):
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+        self.half = (
+            half  # upstream's since 2024-12-31, turned in fp32: half the pairs keep position
+        )
+        inv_freq = 10000 ** (-torch.arange(0, head_dim, 2).float() / head_dim)
+        if half:
+            inv_freq = (1 / 1024) ** torch.linspace(0, 1, head_dim // 4)
+            inv_freq = torch.cat([inv_freq, inv_freq.new_zeros(head_dim // 4)])
         angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)
         self.register_buffer("cos", angles.cos()[None, :, None, :], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None, :], persistent=False)
 
     def forward(self, x):  # x: (B, T, num_heads, head_dim)
-        cos = self.cos[:, : x.size(1)].type_as(x)
-        sin = self.sin[:, : x.size(1)].type_as(x)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+        dtype = x.dtype
+        if self.half:
+            dtype = torch.float32
+        cos = self.cos[:, : x.size(1)].to(dtype)
+        sin = self.sin[:, : x.size(1)].to(dtype)
+        x1, x2 = x.to(dtype).chunk(2, dim=-1)
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x)
 
 
 def document_window_mask(docs, window):
@@ -248,8 +265,11 @@ class CausalSelfAttention(nn.Module):
         self.k = CastedLinear(h.model_dim, h.model_dim)
         self.v = CastedLinear(h.model_dim, h.model_dim)
         self.proj = CastedLinear(h.model_dim, h.model_dim, zero_init=True)
-        self.ve_gate = None
-        if value_embed:  # the value embedding's share: 0 at init
+        self.lambdas = None  # upstream's: v and the value embedding, weighted, from 0.5 each
+        self.ve_gate = None  # the CPU track's: v + ve_gate * ve, from 0
+        if h.value_embed_mix == "lambdas":
+            self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))
+        elif value_embed:
             self.ve_gate = nn.Parameter(torch.tensor(0.0))
 
     def forward(self, x, ve, mask):
@@ -257,7 +277,11 @@ class CausalSelfAttention(nn.Module):
         q = self.q(x).view(B, T, self.num_heads, -1)
         k = self.k(x).view(B, T, self.num_heads, -1)
         v = self.v(x).view(B, T, self.num_heads, -1)
-        if ve is not None:
+        if self.lambdas is not None:
+            v = self.lambdas[0] * v
+        if ve is not None and self.lambdas is not None:
+            v = v + self.lambdas[1] * ve.view_as(v)
+        if ve is not None and self.ve_gate is not None:
             v = v + self.ve_gate * ve.view_as(v)
         q = self.rotary(norm(q)).transpose(1, 2)  # QK-norm keeps the attention logits bounded
         k = self.rotary(norm(k)).transpose(1, 2)
@@ -293,15 +317,18 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, h, rotary, value_embed):
+    def __init__(self, h, rotary, value_embed, attention):
         super().__init__()
-        self.attn = CausalSelfAttention(h, rotary, value_embed)
+        self.attn = None
+        if attention:
+            self.attn = CausalSelfAttention(h, rotary, value_embed)
         self.mlp = MLP(h)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # learned mix of the embedding x0
 
     def forward(self, x, ve, x0, mask):
         x = self.lambdas[0] * x + self.lambdas[1] * x0
-        x = x + self.attn(norm(x), ve, mask)
+        if self.attn is not None:
+            x = x + self.attn(norm(x), ve, mask)
         return x + self.mlp(norm(x))
 
 
@@ -331,10 +358,10 @@ class AdaptiveSoftmax(nn.Module):
         self.band_shares = [counts[order[lo:hi]].sum() / counts.sum() for lo, hi in bands]
 
     def logits(self, layer, x):
-        logits = layer(x).float()
-        if self.softcap:  # tanh softcap (Gemma 2)
+        logits = layer(x)
+        if self.softcap:  # tanh softcap (Gemma 2), in the activations' dtype as upstream's
             logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits
+        return logits.float()
 
     def forward(self, x, targets):
         """Summed -log p(target)."""
@@ -360,14 +387,19 @@ class GPT(nn.Module):
         self.bos_id = h.bos_id
         self.embed = nn.Embedding(h.vocab_size, h.model_dim)
         L, n = h.num_layers, h.num_value_embeds
-        rotary = Rotary(h.model_dim // h.num_heads, h.seq_len)  # one table, shared by the layers
-        self.blocks = nn.ModuleList(Block(h, rotary, i < n or i >= L - n) for i in range(L))
+        head_dim = h.model_dim // h.num_heads
+        rotary = Rotary(head_dim, h.seq_len, h.rotary == "half")  # one table, shared by the layers
+        no_attention = [int(i) for i in h.no_attention_layers.split(",") if i]
+        blocks = [Block(h, rotary, i < n or i >= L - n, i not in no_attention) for i in range(L)]
+        self.blocks = nn.ModuleList(blocks)
         self.skip_weights = nn.Parameter(torch.ones(L // 2))  # U-net: block i joins block L-1-i
         self.lm_head = AdaptiveSoftmax(h)  # untied from embed
         # Value embeddings (upstream's 2024-12 records, after Zhou et al.'s value residual) join the
         # values of the first n layers and, in the same order, the last n. Made last: the other
         # weights draw the same numbers whatever n is.
         self.value_embeds = nn.ModuleList(nn.Embedding(h.vocab_size, h.model_dim) for _ in range(n))
+        for table in [self.embed, *self.value_embeds]:
+            table.to(getattr(torch, h.embed_dtype))
 
     def forward(self, idx, window, targets):  # the summed loss over the targets (callers divide)
         mask = attention_mask(idx, self.bos_id, window)
@@ -414,7 +446,7 @@ class DataLoader:
 
 
 @torch.no_grad()
-def evaluate(run):
+def evaluate(run, step):
     """Mean loss over every val prediction, in seq_len rows (the last may be shorter) dealt to the
     ranks: the same val set for any world size."""
     h = run.h
@@ -428,7 +460,8 @@ def evaluate(run):
         for length in sorted({min(T, n - s) for s in batch}):
             rows = [run.val[s : s + length + 1] for s in batch if min(T, n - s) == length]
             buf = torch.from_numpy(np.stack(rows).astype(np.int64)).to(run.device)
-            loss_sum += run.compiled(buf[:, :-1], run.windows[h.window_max], buf[:, 1:]).double()
+            window = run.windows[window_size(step, h)]
+            loss_sum += run.compiled(buf[:, :-1], window, buf[:, 1:]).double()
     if run.world_size > 1:
         dist.all_reduce(loss_sum)
     return loss_sum.item() / n
@@ -445,7 +478,9 @@ def build_optimizers(h, model, rank, world_size):
         dict(name="tails", params=list(model.lm_head.tails.parameters()), lr=h.head_lr),
         dict(name="scalars", params=[p for p in model.parameters() if p.ndim < 2], lr=h.scalar_lr),
     ]
-    adam = torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.95), fused=True)
+    adam = torch.optim.Adam(
+        [g for g in groups if g["params"]], betas=(h.adam_beta1, 0.95), fused=True
+    )
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     muon = Muon(matrices, h.muon_lr, h.muon_momentum, model.dtype, rank, world_size, h.compile)
     for group in adam.param_groups + muon.param_groups:
@@ -473,9 +508,10 @@ def set_schedules(optimizers, step, h):
 
 
 def window_size(step, h):
-    """Window warmup (upstream's 2024-11-24 record): small while little context is used."""
-    lo, hi = h.window_min // BLOCK, h.window_max // BLOCK
-    return BLOCK * min(hi, lo + (hi - lo + 1) * step // h.num_iterations)
+    """Window warmup (upstream's 2024-11-24 record; its 2025-01-04 formula): linear in the step
+    from window_min to window_max + BLOCK / 2, in whole blocks, rounded down."""
+    x = step / h.num_iterations
+    return BLOCK * int(((1 - x) * h.window_min + x * (h.window_max + BLOCK // 2)) // BLOCK)
 
 
 # -----------------------------------------------------------------------------
@@ -598,7 +634,7 @@ def train(run, log):
     for start in range(0, h.num_iterations, every):
         end = min(start + every, h.num_iterations)
         train_ms = train_stretch(run, log, start, end, train_ms)
-        val_loss = evaluate(run)
+        val_loss = evaluate(run, end)
         log(
             f"step:{end}/{h.num_iterations} val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms "
             f"step_avg:{train_ms / end:.2f}ms"
@@ -658,6 +694,12 @@ def validate(h, given=()):
     need(0 <= h.muon_momentum < 1, "muon_momentum", "in [0, 1)")
     need(h.activation in ("relu2", "relugtz"), "activation", "relu2 or relugtz")
     need(h.dtype in ("float32", "bfloat16"), "dtype", "float32 or bfloat16")
+    need(h.embed_dtype in ("float32", "bfloat16"), "embed_dtype", "float32 or bfloat16")
+    need(h.value_embed_mix in ("lambdas", "gate"), "value_embed_mix", "lambdas or gate")
+    need(h.rotary in ("half", "full"), "rotary", "half or full")
+    need(0 <= h.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
+    layers = h.no_attention_layers.split(",") if h.no_attention_layers else []
+    need(all(i.isdigit() for i in layers), "no_attention_layers", "layer numbers, comma-separated")
     blocks = f"a positive multiple of {BLOCK}"
     need(h.window_min > 0 and h.window_min % BLOCK == 0, "window_min", blocks)
     steps = f"0 <= warmup_steps <= num_iterations={h.num_iterations}"
@@ -668,9 +710,10 @@ def validate(h, given=()):
     need(h.device_batch_size >= h.seq_len, "device_batch_size seq_len", fits)
     bos = f"0 <= bos_id={h.bos_id} < vocab_size={h.vocab_size}"
     need(0 <= h.bos_id < h.vocab_size, "bos_id vocab_size", bos)
-    heads = f"num_heads divides model_dim={h.model_dim} into heads of even size (rotary: pairs)"
+    unit = 4 if h.rotary == "half" else 2  # rotary turns pairs of dimensions; half: half of them
+    heads = f"num_heads divides model_dim={h.model_dim} into heads of a multiple of {unit}"
     head_dim = h.model_dim // max(1, h.num_heads)
-    even = h.num_heads >= 1 and head_dim * h.num_heads == h.model_dim and head_dim % 2 == 0
+    even = h.num_heads >= 1 and head_dim * h.num_heads == h.model_dim and head_dim % unit == 0
     need(even, "num_heads model_dim", heads)
     ve = f"0 <= 2 x num_value_embeds <= num_layers={h.num_layers}"
     need(0 <= 2 * h.num_value_embeds <= h.num_layers, "num_value_embeds num_layers", ve)
@@ -825,7 +868,10 @@ def flops_per_token(model, h):
     for share, tail in zip(model.lm_head.band_shares, model.lm_head.tails):
         matmul_params -= (1 - share) * sum(p.numel() for p in tail.parameters())
     mean_window = sum(window_size(s, h) for s in range(h.num_iterations)) / h.num_iterations
-    return round(6 * matmul_params + 12 * h.num_layers * h.model_dim * min(h.seq_len, mean_window))
+    attention_layers = sum(block.attn is not None for block in model.blocks)
+    return round(
+        6 * matmul_params + 12 * attention_layers * h.model_dim * min(h.seq_len, mean_window)
+    )
 
 
 def memory_estimate(h, num_params, tokens):

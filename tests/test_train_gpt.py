@@ -476,6 +476,11 @@ BAD_VALUES = dict(
     dtype="fp8",
     peak_flops="nan",
     activation="gelu",
+    value_embed_mix="sum",
+    no_attention_layers="7,x",
+    rotary="quarter",
+    embed_dtype="fp8",
+    adam_beta1="1.5",
 )
 
 

@@ -253,7 +253,11 @@ def attention_mask(idx, bos_id, window):
     return document_window_mask(docs, window)(b, None, t[:, None], t)
 
 
-flex_attention_compiled = torch.compile(flex_attention, dynamic=False)  # at its first call
+try:  # compiles at its first call; here dynamo loads, and makes its cache folder
+    flex_attention_compiled = torch.compile(flex_attention, dynamic=False)
+except OSError as e:  # one line, not 20 of traceback
+    fix = "set TORCHINDUCTOR_CACHE_DIR to a writable folder"
+    sys.exit(f"train_gpt.py: {e.filename}: {e.strerror}; {fix}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -939,6 +943,9 @@ class Log:
 def build_run(h, log):
     """Everything a step reads, on this process's device."""
     rank, world_size, device = init_process(h)
+    fineweb = (h.track, h.seq_len) == ("8xh100_fineweb", Hyperparameters.seq_len)
+    if fineweb and device.type == "cpu":  # ~47 GiB a 65,536-token row
+        stop("the 8xh100_fineweb track needs GPUs; on a CPU pass --track=cpu_shakespeare")
     loader, val = load_data(h)
     h.seed = h.seed or int.from_bytes(os.urandom(4), "little") or 1
     torch.manual_seed(h.seed)
@@ -1010,6 +1017,19 @@ def interrupted(run, log, interrupt):
     os._exit(128 + signum)
 
 
+def failure(run, log, error):
+    """One line for what a run cannot go on from: a peer rank gone, or torch.compile failing."""
+    if run is not None and run.world_size > 1 and "by peer" in str(error):  # gloo's words
+        why = f"another rank stopped after step {run.logged_step}; this one stops too"
+    elif "inductor" in str(error).lower() or "dynamo" in str(error).lower():
+        why = "torch.compile failed: point TORCHINDUCTOR_CACHE_DIR at a writable empty folder"
+        why += ", or pass --compile=false"
+    else:
+        raise error
+    log(f"stopped: {why} ({str(error).splitlines()[0][:200]})")
+    return why
+
+
 def on_signal(signum, frame):  # SIGTERM (schedulers, `timeout`), SIGHUP: stop as Ctrl-C does
     raise KeyboardInterrupt(signum)
 
@@ -1026,6 +1046,12 @@ def main():
         val_loss, train_ms = train(run, log)
     except KeyboardInterrupt as interrupt:
         interrupted(run, log, interrupt)
+    except SystemExit as early:  # its one line goes into the log too
+        if isinstance(early.code, str):
+            log(early.code, echo=False)
+        raise
+    except RuntimeError as error:
+        stop(failure(run, log, error))
     report(run, log, val_loss, train_ms, peak)
     if run.world_size > 1:
         del run  # the reducer must go before the process group, or gloo aborts at exit (torch 2.13)

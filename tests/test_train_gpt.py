@@ -663,3 +663,54 @@ def test_a_closed_stdout_does_not_stop_the_run(workdir):
     err = proc.communicate(timeout=300)[1].decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert newest_log(workdir).splitlines()[-1].startswith("final_val_loss:")
+
+
+def test_an_early_stop_writes_its_line_into_the_log(workdir, tmp_path, monkeypatch, capsys):
+    raw = bytearray((workdir / "train_000000.bin").read_bytes())
+    raw[0:4] = np.int32(1234).tobytes()
+    bad = tmp_path / "train_000001.bin"
+    bad.write_bytes(bytes(raw))
+    err = main_stops(workdir, monkeypatch, capsys, f"--train_files={bad}")
+    assert newest_log(workdir).splitlines()[-1] == err
+
+
+def test_the_fineweb_track_on_a_cpu_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no FineWeb shards here: the refusal comes before the data
+    monkeypatch.setattr(sys, "argv", [SCRIPT])
+    with pytest.raises(SystemExit) as stop:
+        train_gpt.main()
+    assert str(stop.value.code) == (
+        "train_gpt.py: the 8xh100_fineweb track needs GPUs; on a CPU pass --track=cpu_shakespeare"
+    )
+
+
+def test_an_unusable_compile_cache_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("a file where the cache folder goes")
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "file" / "cache"))
+    p = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=env)
+    err = one_line_error(p)
+    assert err.endswith("Not a directory; set TORCHINDUCTOR_CACHE_DIR to a writable folder"), err
+
+
+def test_a_dead_peer_rank_is_one_line_in_the_log(workdir):
+    """torchrun, 2 ranks; rank 1 is killed after step 2: rank 0's collective fails ("Connection
+    closed by peer"; 3 runs of 3 here) or torchrun's SIGTERM reaches it first: one line, both."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [SCRIPT, *TINY, "--num_iterations=100000"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:
+            if line.startswith(b"step:2/"):
+                break
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        for pid in children.stdout.split():
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            if b"RANK=1" in environ:
+                os.kill(int(pid), signal.SIGKILL)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    last = newest_log(workdir).splitlines()[-1]
+    assert last.startswith(
+        ("stopped: another rank stopped after step", "interrupted after step")
+    ), last

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job. With NVIDIA GPUs: the 8xH100 FineWeb track on all of them. Without: the CPU
-# Shakespeare track. Extra arguments pass through to train_gpt.py (e.g. --num_iterations=50).
+# Shakespeare track, saving a checkpoint (logs/<uuid>_step<N>.pt). Extra arguments pass through to
+# train_gpt.py (e.g. --num_iterations=50). It ends with the verdict: the target reached or not.
 set -euo pipefail
 cd "$(dirname "$0")"
 python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python -m pip install -q -r requirements.txt
@@ -9,8 +10,9 @@ gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || true)
 if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
   # 1390 steps * 524,288 train tokens = 729M: 8 train shards of 100M tokens (190 steps each)
   python data/cached_fineweb10B.py 8
-  exec torchrun --standalone --nproc_per_node="$gpus" train_gpt.py "$@"
+  torchrun --standalone --nproc_per_node="$gpus" train_gpt.py "$@"
 else
   python data/shakespeare.py
-  exec python train_gpt.py --track=cpu_shakespeare "$@"
+  python train_gpt.py --track=cpu_shakespeare --save_checkpoint=true "$@"
 fi
+python tools/verdict.py "$(ls -t logs/*.txt | head -1)"  # the run's final val loss against its target

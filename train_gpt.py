@@ -72,6 +72,9 @@ class Hyperparameters:
     muon_momentum: float = 0.95
     muon_momentum_warmup_steps: int = 300  # momentum ramps 0.85 -> muon_momentum
     val_loss_every: int = 125  # 0 = only at the end (never at step 0: ln(vocab_size) there)
+    save_checkpoint: bool = False  # logs/<uuid>_step<N>.pt at the end: what --resume needs
+    save_every: int = 0  # and every this many steps; 0 = never
+    resume: str = ""  # a checkpoint of this script and configuration, to go on from
     seed: int = 0  # 0 = a fresh seed each run (logged), so repeated runs measure the spread
     compile: bool = True
     threads: int = 0  # CPU threads per process; 0 = the cores divided among local ranks
@@ -631,18 +634,27 @@ def train_stretch(run, log, start, end, train_ms):
 
 
 def train(run, log):
-    """Stretches of val_loss_every steps, each followed by an untimed evaluation."""
+    """Stretches of steps, each followed by what is not timed: an evaluation (every val_loss_every
+    steps, and at the end) and a checkpoint (every save_every steps). A resumed run starts late."""
     h = run.h
-    every = h.val_loss_every or h.num_iterations
-    train_ms = 0.0
-    for start in range(0, h.num_iterations, every):
-        end = min(start + every, h.num_iterations)
-        train_ms = train_stretch(run, log, start, end, train_ms)
-        val_loss = evaluate(run, end)
-        log(
-            f"step:{end}/{h.num_iterations} val_loss:{val_loss:.4f} train_time:{train_ms:.0f}ms "
-            f"step_avg:{train_ms / end:.2f}ms"
-        )
+    step, train_ms = run.logged_step, run.logged_ms
+    while step < h.num_iterations:
+        end = h.num_iterations
+        for every in (h.val_loss_every, h.save_every):
+            if every:
+                end = min(end, (step // every + 1) * every)
+        train_ms = train_stretch(run, log, step, end, train_ms)
+        step = end
+        if step == h.num_iterations or (h.val_loss_every and step % h.val_loss_every == 0):
+            val_loss = evaluate(run, step)
+            log(
+                f"step:{step}/{h.num_iterations} val_loss:{val_loss:.4f} "
+                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / step:.2f}ms"
+            )
+        if (h.save_every and step % h.save_every == 0) or (
+            h.save_checkpoint and step == h.num_iterations
+        ):
+            save_checkpoint(run, log, step, train_ms)
     return val_loss, train_ms
 
 
@@ -689,10 +701,11 @@ def validate(h, given=()):
 
     for name in ("num_iterations", "seq_len", "num_layers"):
         need(getattr(h, name) >= 1, name, ">= 1")
-    for name in ("val_tokens", "val_loss_every", "threads", "muon_momentum_warmup_steps"):
+    for name in ("val_tokens", "val_loss_every", "save_every", "threads"):
         need(getattr(h, name) >= 0, name, ">= 0 (0 = off, or every val token)")
     for name in ("embed_lr", "head_lr", "scalar_lr", "muon_lr", "logit_softcap", "peak_flops"):
         need(0 <= getattr(h, name) < math.inf, name, "a finite number >= 0")
+    need(h.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", ">= 0")
     need(0 <= h.seed < 2**32, "seed", "in [0, 2^32) (0 = a fresh seed)")
     need(0 <= h.cooldown_frac <= 1, "cooldown_frac", "in [0, 1]")
     need(0 <= h.muon_momentum < 1, "muon_momentum", "in [0, 1)")
@@ -940,6 +953,48 @@ class Log:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def save_checkpoint(run, log, step, train_ms):
+    """logs/<uuid>_step<N>.pt, written whole or not at all: the weights, the optimizers' state, the
+    step, the hyperparameters, and this source, which rebuilds the model (tools/sample.py)."""
+    path = log.path.replace(".txt", f"_step{step}.pt")
+    optimizers = {name: opt.state_dict() for name, opt in run.optimizers.items()}
+    state = dict(code=code, hparams=dataclasses.asdict(run.h), step=step, train_ms=train_ms)
+    state |= dict(model=run.model.state_dict(), optimizers=optimizers)
+    if run.rank == 0:
+        try:
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            stop(f"cannot write {path}: {e.strerror}; free space in logs/ or pass --save_every=0")
+        log(f"checkpoint: {path}")
+
+
+def resume(run, log):
+    """Goes on from --resume's checkpoint, refused unless this script and configuration wrote it."""
+    path = run.h.resume
+    try:
+        state = torch.load(path, map_location=run.device, weights_only=True)
+        same_code = state["code"] == code
+    except Exception as e:  # missing, truncated, not a checkpoint: torch raises many kinds
+        stop(f"--resume={path}: not a readable checkpoint ({type(e).__name__}); pass one of logs/")
+    if not same_code:
+        stop(f"--resume={path} was written by another script; rebuild that one from the log")
+    ours = dataclasses.asdict(run.h)
+    runtime = ["seed", "compile", "threads", "peak_flops", "val_loss_every"]  # not what is trained
+    runtime += ["resume", "save_every", "save_checkpoint"]
+    for name, value in state["hparams"].items():
+        if name not in runtime and ours.get(name) != value:
+            stop(f"--resume={path} has {name}={value}, this run {ours.get(name)}; pass --{name}")
+    run.model.load_state_dict(state["model"])
+    for name, opt in run.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    run.logged_step = state["step"]
+    run.logged_ms = state["train_ms"]
+    if run.logged_step >= run.h.num_iterations:
+        stop(f"--resume={path} is at step {run.logged_step}, its run's end: nothing to resume")
+    log(f"resumed: {path} at step {run.logged_step}")
+
+
 def build_run(h, log):
     """Everything a step reads, on this process's device."""
     rank, world_size, device = init_process(h)
@@ -967,9 +1022,12 @@ def build_run(h, log):
         device_ids = [device.index] if device.type == "cuda" else None
         ddp = DDP(compiled, device_ids, forward_sync_buffers=False, gradient_as_bucket_view=True)
     optimizers = build_optimizers(h, model, rank, world_size)
-    return Run(
+    run = Run(
         h, model, compiled, ddp, optimizers, loader, val, device, rank, world_size, slots, windows
     )
+    if h.resume:
+        resume(run, log)
+    return run
 
 
 def log_environment(run, log, peak, peak_source):
@@ -1040,6 +1098,8 @@ def main():
     run = None
     try:
         run = build_run(h, log)
+        if h.compile:  # so that a person waiting knows why: minutes cold, less once cached
+            log("warm-up: torch.compile builds the step (3 steps, then undone: not training time)")
         warm_up(run)
         peak, peak_source = peak_flops(h, run.model.dtype, run.device)
         log_environment(run, log, peak, peak_source)

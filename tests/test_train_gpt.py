@@ -481,6 +481,9 @@ BAD_VALUES = dict(
     rotary="quarter",
     embed_dtype="fp8",
     adam_beta1="1.5",
+    save_checkpoint="maybe",
+    save_every="-1",
+    resume="nothing.pt",
 )
 
 
@@ -714,3 +717,43 @@ def test_a_dead_peer_rank_is_one_line_in_the_log(workdir):
     assert last.startswith(
         ("stopped: another rank stopped after step", "interrupted after step")
     ), last
+
+
+def test_a_resumed_run_equals_a_straight_one(workdir):
+    """Deterministic CPU mode: 8 steps straight (a checkpoint saved at step 4 on the way) against
+    4 + resume + 4: the same step lines and final val loss; the checkpoint embeds the source."""
+    args = ["--num_iterations=8", "--val_loss_every=4", "--threads=1", "--save_every=4"]
+    run(workdir, *args)
+    straight = newest_log(workdir)
+    checkpoint = workdir / "logs" / f"{run_id(straight)}_step4.pt"
+    assert f"checkpoint: logs/{checkpoint.name}" in straight
+    assert torch.load(checkpoint, weights_only=True)["code"] == open(SCRIPT).read()
+    run(workdir, *args[:3], f"--resume={checkpoint}")
+    resumed = newest_log(workdir)
+    assert f"resumed: {checkpoint} at step 4" in resumed
+    steps = {k: v for k, v in step_lines(straight).items() if k[0] > 4}
+    assert steps == step_lines(resumed) and len(steps) == 4 * 2 + 1
+    final = re.compile(r"^final_val_loss:\S+", re.M)
+    assert final.search(straight)[0] == final.search(resumed)[0]
+
+
+def test_a_bad_checkpoint_is_one_line(workdir, tmp_path, monkeypatch, capsys):
+    run(workdir, "--num_iterations=2", "--val_loss_every=0", "--save_checkpoint=true")
+    checkpoint = workdir / "logs" / f"{run_id(newest_log(workdir))}_step2.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    err = main_stops(workdir, monkeypatch, capsys, f"--resume={truncated}")
+    assert err.startswith(f"train_gpt.py: --resume={truncated}: not a readable checkpoint"), err
+    two = "--num_iterations=2"
+    err = main_stops(workdir, monkeypatch, capsys, f"--resume={checkpoint}", two, "--muon_lr=0.03")
+    assert (
+        err
+        == f"train_gpt.py: --resume={checkpoint} has muon_lr=0.02, this run 0.03; pass --muon_lr"
+    )
+    state = torch.load(checkpoint, weights_only=True)
+    state["code"] += "# a fork\n"
+    torch.save(state, tmp_path / "fork.pt")
+    err = main_stops(workdir, monkeypatch, capsys, f"--resume={tmp_path / 'fork.pt'}")
+    assert "was written by another script" in err
+    err = main_stops(workdir, monkeypatch, capsys, f"--resume={checkpoint}", "--num_iterations=2")
+    assert err.endswith("is at step 2, its run's end: nothing to resume"), err

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job. With NVIDIA GPUs: the 8xH100 FineWeb track on all of them. Without: the CPU
-# Shakespeare track, saving a checkpoint (logs/<uuid>_step<N>.pt). Extra arguments pass through to
-# train_gpt.py (e.g. --num_iterations=50). It ends with the verdict: the target reached or not.
+# Shakespeare track, saving a checkpoint (logs/<uuid>_step<N>.pt) and printing a sample of text from
+# it. Extra arguments pass through to train_gpt.py (e.g. --num_iterations=50). It ends with the
+# verdict: the track's target reached or not.
 set -euo pipefail
 cd "$(dirname "$0")"
 python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python -m pip install -q -r requirements.txt
@@ -14,5 +15,11 @@ if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cu
 else
   python data/shakespeare.py
   python train_gpt.py --track=cpu_shakespeare --save_checkpoint=true "$@"
+  log=$(ls -t logs/*.txt | head -1)
+  checkpoint=$(ls -t "${log%.txt}"_step*.pt 2>/dev/null | head -1)  # this run's, if it saved one
+  if [ -n "$checkpoint" ]; then
+    echo "A sample of the model just trained (python tools/sample.py $checkpoint --tokens=80):"
+    python tools/sample.py "$checkpoint" --tokens=80
+  fi
 fi
 python tools/verdict.py "$(ls -t logs/*.txt | head -1)"  # the run's final val loss against its target

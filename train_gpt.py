@@ -52,9 +52,7 @@ class Hyperparameters:
     num_value_embeds: int = 3  # tables for the first and, in reverse, the last layers' values
     value_embed_mix: str = "lambdas"  # lambdas: v, ve weighted, learned from 0.5; gate: v + g ve
     no_attention_layers: str = "7"  # blocks without attention (upstream: the 8th of 12)
-    rotary: str = (
-        "half"  # half: dim/4 pairs turn (1 to 1/1024 a token), dim/4 do not; full: base 1e4
-    )
+    rotary: str = "half"  # half: dim/4 pairs turn (1 to 1/1024), dim/4 do not; full: base 1e4
     embed_dtype: str = "bfloat16"  # of the embedding tables, and so of their Adam state
     window_min: int = 128  # the attention window grows linearly from this many tokens ...
     window_max: int = 1792  # ... to this many at the end

@@ -1,8 +1,11 @@
 """The statistics, in one place: mean and spread of runs, the t-tests, and how numbers are printed.
 
 A claim (a record) is a one-sided one-sample t-test of its runs' final val losses against the
-track's target (claim_p); a comparison (tools/compare.py, an experiment's README table) is Welch's
-two-sided t-test of each arm against the first, for loss and for time (welch_p, summary).
+track's target (claim_p) and, for a record that beats a previous script, a one-sided Welch t-test of
+its training times against those of the previous script's runs beside it (faster_p); a comparison
+(tools/compare.py, an experiment's README table) is Welch's two-sided t-test of each arm against
+the first, for loss and for time (welch_p, summary). A p-value that decides a verdict prints with
+fmt_p, which shows as many digits as the verdict needs.
 """
 
 import math
@@ -42,6 +45,32 @@ def welch_p(runs, base, key):
         warnings.simplefilter("ignore")
         a, b = [r[key] for r in runs], [r[key] for r in base]
         return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def faster_p(runs, previous):
+    """The one-sided Welch t-test's p-value, H1: the mean training time of runs (parsed logs) is
+    below that of previous. nan with fewer than 2 runs on a side, or no spread on either."""
+    with warnings.catch_warnings():  # identical values give nan with a warning
+        warnings.simplefilter("ignore")
+        a = [r["train_time_ms"] for r in runs]
+        b = [r["train_time_ms"] for r in previous]
+        if len(a) < 2 or len(b) < 2:
+            return math.nan
+        return float(scipy_stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
+
+
+def fmt_p(p, threshold):
+    """p with the fewest significant digits (2 at least) whose printed number lies on the same side
+    of threshold as p does: 0.0101 against 0.01 prints 0.0101, not 0.01; 0.00996 prints 0.00996."""
+    if p is None or math.isnan(p):
+        return "nan"
+    for digits in range(2, 18):
+        shown = format(p, f".{digits}g")
+        if (float(shown) > threshold) == (p > threshold) and (float(shown) < threshold) == (
+            p < threshold
+        ):
+            return shown
+    return repr(p)
 
 
 def fmt(x, spec):

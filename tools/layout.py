@@ -16,9 +16,11 @@ this layout, not from where the tools lie, so a copy of the layout anywhere (a t
 folder) works the same; ROOT is the checkout the tools belong to, the default for the commands.
 """
 
+import errno
 import os
 import re
 import shlex
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_RE = re.compile(r"(\d{4}-\d{2}-\d{2})_(\S+)")  # a record or experiment folder: date, name
@@ -27,6 +29,12 @@ PREVIOUS = "previous"
 ARMS = "arms.tsv"
 # How many folders below the root each kind of folder lies.
 DEPTH = {"records": 1, "experiments": 1, "experiment": 2, "record": 3, "arm": 3, "previous": 4}
+# A record's frozen script, relative to the root: the only kind of script a fork.diff starts from
+# (besides an arm folder). The root train_gpt.py is none: it changes with every record.
+FROZEN_RE = re.compile(r"records/[^/]+/(?:retired/)?\d{4}-\d{2}-\d{2}_[^/]+/train_gpt\.py")
+# An arm's name is its folder's name and the first cell of its arms.tsv line.
+ARM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=,-]*")
+EXPERIMENT_FILES = (ARMS, "README.md", "MANIFEST.sha256", "compare.png")  # beside the arm folders
 
 
 class LayoutError(ValueError):
@@ -118,24 +126,128 @@ def experiment_folders(experiments_dir):
     )
 
 
+def arm_name_error(name):
+    """Why name cannot name an arm (its folder, and the first cell of its arms.tsv line); None if it
+    can."""
+    rule = "an arm's name is its folder's: letters, digits and _ . - + = ,"
+    if not name:
+        return f"the arm's name is empty ({rule})"
+    for bad, what in (("/", "'/'"), ("\\", "'\\'"), ("\t", "a tab"), ("\n", "a line break")):
+        if bad in name:
+            return f"arm name {name!r} holds {what} ({rule})"
+    if ".." in name:
+        return f"arm name {name!r} holds '..' ({rule})"
+    if name in EXPERIMENT_FILES:
+        return f"arm name {name!r} names a file of the experiment folder: pick another"
+    if not name[0].isascii() or not name[0].isalnum():
+        return f"arm name {name!r} starts with {name[0]!r} ({rule}; the first a letter or digit)"
+    bad = [c for c in name if not ARM_NAME_RE.fullmatch("a" + c)]
+    if bad:
+        return f"arm name {name!r} holds {bad[0]!r} ({rule})"
+    return None
+
+
 def read_arms(edir):
-    """arms.tsv of an experiment folder as [(name, words)]: words are SCRIPT and its flags."""
+    """arms.tsv of an experiment folder as [(name, words)]: words are SCRIPT and its flags. Raises
+    LayoutError for a line that is not NAME<TAB>SCRIPT [--name=value ...], a name that cannot name
+    an arm folder, or a name on two lines."""
     path = os.path.join(edir, ARMS)
     try:
         text = read_text(path)
     except (OSError, UnicodeDecodeError):
         raise LayoutError(f"{path}: missing or unreadable") from None
-    arms = []
+    arms, lines = [], {}
     for k, line in enumerate(text.splitlines(), 1):
         name, tab, command = line.partition("\t")
-        words = shlex.split(command) if tab else []
+        try:
+            words = shlex.split(command) if tab else []
+        except ValueError:  # an unclosed quote
+            words = []
         if not name or not words:
             raise LayoutError(f"{path}: line {k}: expected NAME<TAB>SCRIPT [--name=value ...]")
+        why = arm_name_error(name)
+        if why:
+            raise LayoutError(f"{path}: line {k}: {why}")
+        if name in lines:
+            raise LayoutError(
+                f"{path}: line {k}: arm {name} again (first on line {lines[name]}): one line per "
+                f"arm, its name its folder's"
+            )
+        lines[name] = k
         arms.append((name, words))
     return arms
 
 
 def write_arms(edir, arms):
     """arms.tsv from [(name, words)], one line per arm: `NAME<TAB>SCRIPT [--name=value ...]`."""
-    with open(os.path.join(edir, ARMS), "w", encoding="utf-8", newline="") as f:
-        f.writelines(f"{name}\t{shlex.join(words)}\n" for name, words in arms)
+    write_atomic(
+        os.path.join(edir, ARMS), "".join(f"{name}\t{shlex.join(words)}\n" for name, words in arms)
+    )
+
+
+def folder_kind(path):
+    """What a folder is in the layout: "experiment" (holds arms.tsv), "arm" (beside an arms.tsv),
+    "previous" (a record's previous/), "record" (a date-named folder holding train_gpt.py), or None
+    (anything else, or no folder)."""
+    if not os.path.isdir(path):
+        return None
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if os.path.isfile(os.path.join(path, ARMS)):
+        return "experiment"
+    if os.path.isfile(os.path.join(parent, ARMS)):
+        return "arm"
+    if name == PREVIOUS and os.path.isfile(os.path.join(parent, "train_gpt.py")):
+        return "previous"
+    if RECORD_RE.fullmatch(name) and os.path.isfile(os.path.join(path, "train_gpt.py")):
+        return "record"
+    return None
+
+
+def frozen_scripts(root):
+    """Every record's train_gpt.py under root/records, relative to root, in record order."""
+    records = os.path.join(root, "records")
+    if not os.path.isdir(records):
+        return []
+    return [
+        name_in(os.path.join(d, "train_gpt.py"), root)
+        for _, d, _ in find_records(records)
+        if os.path.isfile(os.path.join(d, "train_gpt.py"))
+    ]
+
+
+def write_atomic(path, text):
+    """Write text to path (UTF-8, newlines as given) through a temporary file beside it, renamed
+    over it: path holds the old text or the new one, never a part. Raises OSError, leaving no
+    temporary file."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path) or "."
+    )
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def os_error(path, err, fix):
+    """A filesystem error as one line: the path, what the OS said, and the fix."""
+    return f"{path}: {err.strerror or err.__class__.__name__} ({fix})"
+
+
+def unwritable(folder):
+    """Whether files can be made in folder (made with its parents if missing): None if they can,
+    else (path, OSError) naming the path that refuses. Tried by making and removing a folder there,
+    not read from permission bits, which root passes."""
+    at = os.path.abspath(folder)
+    while not os.path.lexists(at):
+        at = os.path.dirname(at)
+    if not os.path.isdir(at):
+        return at, NotADirectoryError(errno.ENOTDIR, "a file where a folder belongs", at)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=at))
+    except OSError as e:
+        return at, e
+    return None

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 
-from layout import read_text
+from layout import read_text, write_atomic
 
 MANIFEST = "MANIFEST.sha256"
 
@@ -35,11 +35,22 @@ def sha256_of(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def linked_logs(folder):
+    """The logs of folder (as manifest_logs names them) that are symbolic links, not files: a clone
+    holds a link, not the log, so none belongs in a manifest."""
+    return [p for p in manifest_logs(folder) if os.path.islink(os.path.join(folder, p))]
+
+
 def write_manifest(folder):
-    """Write folder/MANIFEST.sha256 from its logs as they are; returns its path."""
+    """Write folder/MANIFEST.sha256 from its logs as they are, whole or not at all; returns its
+    path. Raises OSError (a symbolic link for a log: EINVAL, naming it)."""
+    linked = linked_logs(folder)
+    if linked:
+        link = os.path.join(folder, linked[0])
+        raise OSError(22, "a symbolic link, not a log (put the file it names in its place)", link)
     path = os.path.join(folder, MANIFEST)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.writelines(f"{sha256_of(os.path.join(folder, p))}  {p}\n" for p in manifest_logs(folder))
+    lines = [f"{sha256_of(os.path.join(folder, p))}  {p}\n" for p in manifest_logs(folder)]
+    write_atomic(path, "".join(lines))
     return path
 
 
@@ -64,6 +75,8 @@ def manifest_errors(folder, name):
         if p not in present
     ]
     for p in present:
+        if os.path.islink(os.path.join(folder, p)):
+            continue  # not a log: tools/verify.py names it
         if p not in listed:
             out.append(f"{p}: not in the manifest (delete it, or if it is a real run, {fix})")
         elif sha256_of(os.path.join(folder, p)) != listed[p]:

@@ -13,7 +13,7 @@ folders), so every experiment is reachable from the table.
 import os
 import re
 
-from layout import RECORD_RE, experiment_folders, read_text
+from layout import RECORD_RE, experiment_folders, read_text, write_atomic
 from stats import fmt, fmt_time, stats_of
 from tracks import RETIRED_TARGETS
 
@@ -30,6 +30,7 @@ RECORDS_HEADER = [
     "|---|---|--:|---|--:|---|---|--:|---|",
 ]
 LINK_RE = re.compile(r"\]\(([^)\s]+)\)")
+TODO = "TODO"  # what a stub leaves to be filled in (summary_stub, tools/compare.py's README)
 
 
 def records_row(r, rel):
@@ -104,8 +105,10 @@ def write_between(path, begin, end, table):
     span = between(old, begin, end)
     if span is None:
         return f"{path}: missing {begin} ... {end} markers"
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(old[: span[0]] + "\n" + table + "\n" + old[span[1] :])
+    try:
+        write_atomic(path, old[: span[0]] + "\n" + table + "\n" + old[span[1] :])
+    except OSError as e:
+        return f"{path}: {e.strerror} (make it and its folder writable, then rerun --table)"
     return None
 
 
@@ -193,11 +196,18 @@ def ideas_errors(experiments_dir):
     return reasons
 
 
+def todo_lines(text):
+    """The numbers of the lines of a README that still hold a stub's TODO."""
+    return [k for k, line in enumerate(text.splitlines(), 1) if re.search(rf"\b{TODO}\b", line)]
+
+
 def summary_stub(edir):
     """The `## Summary` section that tools/compare.py --freeze writes into a new experiment's
     README.md, to be filled in: one row, its date and folder filled."""
     name = os.path.basename(os.path.normpath(edir))
     m = RECORD_RE.fullmatch(name)
-    date = m[1] if m else "TODO: YYYY-MM-DD (the folder's date)"
-    row = f"| {date} | TODO: the idea (against what), n | TODO | TODO | TODO | [{name}](.) |"
+    date = m[1] if m else f"{TODO}: YYYY-MM-DD (the folder's date)"
+    row = (
+        f"| {date} | {TODO}: the idea (against what), n | {TODO} | {TODO} | {TODO} | [{name}](.) |"
+    )
     return "\n".join([SUMMARY, "", *IDEAS_HEADER, row, ""])

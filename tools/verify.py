@@ -16,6 +16,7 @@ import os
 
 import forkdiff
 import plots
+import tables
 import tracks
 from layout import (
     LayoutError,
@@ -24,6 +25,7 @@ from layout import (
     find_records,
     fork_root,
     name_in,
+    os_error,
     read_arms,
     read_text,
     records_dir_of,
@@ -84,6 +86,12 @@ def read_runs(folder, script, rules, reasons, prefix=""):
     if not logs:
         reasons.append(f"{prefix}no logs (*.txt)")
     for f in logs:
+        if os.path.islink(os.path.join(folder, f)):
+            reasons.append(
+                f"{prefix}{f}: a symbolic link, not a log (a clone would hold the link, not the "
+                f"run: put the log file it names in its place, or delete it)"
+            )
+            continue
         try:
             run = read_log(os.path.join(folder, f))
         except LogError as e:
@@ -328,8 +336,17 @@ def check_experiment(edir, plot=False):
         return name, reasons + ["missing or unreadable README.md"]
     if not reasons and summary(arms, results) not in readme:
         reasons.append("README.md does not hold the table recomputed from the logs")
+    todo = tables.todo_lines(readme)
+    if todo:
+        reasons.append(
+            f"README.md still holds the stub's {tables.TODO} (line{'s' * (len(todo) > 1)} "
+            f"{', '.join(map(str, todo))}): fill in what was changed and why, and its Summary row"
+        )
     if plot and not reasons:
-        plots.comparison(arms, results, os.path.join(edir, "compare.png"))
+        try:
+            plots.comparison(arms, results, os.path.join(edir, "compare.png"))
+        except OSError as e:
+            reasons.append(os_error(e.filename or edir, e, "make it writable, then rerun --plot"))
     return name, reasons
 
 
@@ -348,19 +365,22 @@ def same_value(flag, logged):
 
 def flag_mismatches(flags, hparams):
     """Each --name=value of an arm's flags (but --seed) that a log's hparams disagree with, one line
-    each."""
+    each: a name the log does not hold is no hyperparameter of the script that ran (the trainer
+    refuses unknown flags), so arms.tsv is wrong; a value that differs is a log moved from another
+    arm."""
     out = []
     for flag in flags:
         name, sep, value = flag[2:].partition("=")
-        if (
-            flag.startswith("--")
-            and sep
-            and name != "seed"
-            and not same_value(value, hparams.get(name, ""))
-        ):
-            logged = hparams.get(name, "(not logged)")
+        if not flag.startswith("--") or not sep or name == "seed":
+            continue
+        if name not in hparams:
             out.append(
-                f"ran with {name}={logged}, but arms.tsv says --{name}={value} "
+                f"arms.tsv says --{name}={value}, but its script has no hyperparameter {name} "
+                f"(its log holds none, and the script refuses unknown flags): fix the arms.tsv line"
+            )
+        elif not same_value(value, hparams[name]):
+            out.append(
+                f"ran with {name}={hparams[name]}, but arms.tsv says --{name}={value} "
                 f"(a log moved to another arm? move it back)"
             )
     return out

@@ -3,17 +3,19 @@ them: on the repository's own experiment folders, and on a folder frozen by tool
 tests/fake_train.py runs."""
 
 import io
+import os
 import random
 import shutil
 import subprocess
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 import check
 import forkdiff
+import forks as forks_cli
 import layout
 import manifest
 import tables
@@ -22,7 +24,7 @@ from logformat import split_log
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = REPO / "tests" / "fake_train.py"
-BASE = "scripts/base.py"  # stands for a record's train_gpt.py
+BASE = "records/cpu_shakespeare/2025-01-01_Base/train_gpt.py"  # a record's script, fake_train.py
 EXP = "experiments/2025-01-01_Fake"
 
 
@@ -102,16 +104,17 @@ def test_repo_has_no_script_copies():
 
 @pytest.fixture(scope="module")
 def frozen(tmp_path_factory):
-    """A repository-like folder with a base script (a copy of fake_train.py), no records, and
+    """A repository-like folder with a record's frozen script (a copy of fake_train.py; the check
+    runs with --records no_records/, as the stand-in record holds no logs) and
     experiments/2025-01-01_Fake frozen by tools/compare.py: arms base (the base), fork and fork_b
-    (one fork of it, two settings), 2 runs each; the ideas table in experiments/README.md written by
-    tools/check.py --table from the Summary row that --freeze stubs."""
+    (one fork of it, two settings), 2 runs each; its README's stub filled in, and the ideas table in
+    experiments/README.md written by tools/check.py --table from its Summary row."""
     root = tmp_path_factory.mktemp("repo")
     (root / BASE).parent.mkdir(parents=True)
-    (root / "records").mkdir()
+    (root / "no_records").mkdir()
     shutil.copyfile(FAKE, root / BASE)
     (root / "fork.py").write_text(
-        FAKE.read_text().replace("ruler = ", "ruler = '=' * 100  # the fork\nruler = ")
+        FAKE.read_text().replace("    ruler = ", "    ruler = '=' * 100  # the fork\n    ruler = ")
     )
     p = subprocess.run(
         [
@@ -136,6 +139,7 @@ def frozen(tmp_path_factory):
         timeout=120,
     )
     assert p.returncode == 0, p.stdout + p.stderr
+    fill_in(root / EXP / "README.md")
     (root / "README.md").write_text(f"{tables.RECORDS_BEGIN}\n{tables.RECORDS_END}\n")
     (root / "experiments" / "README.md").write_text(
         f"# Ideas tried\n\n{tables.IDEAS_BEGIN}\n{tables.IDEAS_END}\n"
@@ -144,13 +148,27 @@ def frozen(tmp_path_factory):
     return root
 
 
+def fill_in(readme):
+    """A frozen README's stub filled in: what was changed and why, and its Summary row."""
+    text = readme.read_text().replace("why\n\nTODO\n", "why\n\nA test.\n")
+    readme.write_text(
+        text.replace("TODO: the idea (against what), n | TODO | TODO | TODO ", "Idea | 1 | 2 | 3 ")
+    )
+
+
 def checked(root, *args, folder=EXP):
     """tools/check.py (in-process) on the experiments of root: (exit code, the line of folder, by
     default the Fake experiment's)."""
     out = io.StringIO()
     with redirect_stdout(out):
         code = check.main(
-            ["--records", str(root / "records"), "--experiments", str(root / "experiments"), *args]
+            [
+                "--records",
+                str(root / "no_records"),
+                "--experiments",
+                str(root / "experiments"),
+                *args,
+            ]
         )
     [line] = [s for s in out.getvalue().splitlines() if s.startswith(f"{folder}  ")]
     return code, line
@@ -183,7 +201,7 @@ def test_freeze_writes_one_diff_per_fork_and_check_passes(frozen):
     diff = (exp / "fork" / forkdiff.DIFF).read_text()
     assert (
         diff.startswith(f"--- {BASE}\n+++ {EXP}/fork\n@@ ")
-        and "+ruler = '=' * 100  # the fork\n" in diff
+        and "+    ruler = '=' * 100  # the fork\n" in diff
     )
     assert checked(frozen) == (0, f"{EXP}  OK")
 
@@ -200,12 +218,12 @@ def test_check_refuses_a_wrong_diff(frozen, tmp_path):
     )
     diff.write_text(
         diff.read_text()
-        .replace("+ruler = '=' * 100  # another fork\n", "+ruler = '=' * 100  # the fork\n")
-        .replace("\n ruler = ", "\n ruler  = ")
+        .replace("+    ruler = '=' * 100  # another fork\n", "+    ruler = '=' * 100  # the fork\n")
+        .replace("\n     ruler = ", "\n     ruler  = ")
     )  # a context line edited
     code, line = checked(root)
     ruler_line = (REPO / "tests" / "fake_train.py").read_text().splitlines().index(
-        'ruler = "=" * 100'
+        '    ruler = "=" * 100'
     ) + 1
     assert code == 1
     assert (
@@ -297,8 +315,9 @@ def test_flag_values_compare_after_the_trainers_conversion():
     moved = "(a log moved to another arm? move it back)"
     assert verify.flag_mismatches(["--mup=false", "--optimizer=adam"], {"mup": "True"}) == [
         f"ran with mup=True, but arms.tsv says --mup=false {moved}",
-        f"ran with optimizer=(not logged), but arms.tsv says --optimizer=adam {moved}",
-    ]
+        "arms.tsv says --optimizer=adam, but its script has no hyperparameter optimizer (its "
+        "log holds none, and the script refuses unknown flags): fix the arms.tsv line",
+    ]  # issue 29: a flag the script does not have is arms.tsv's error, not a moved log
 
 
 def test_the_ideas_table_names_a_stale_table_a_bad_row_and_a_folder_in_no_row(frozen, tmp_path):
@@ -309,9 +328,7 @@ def test_the_ideas_table_names_a_stale_table_a_bad_row_and_a_folder_in_no_row(fr
     index = root / "experiments" / "README.md"
     readme = root / EXP / "README.md"
     assert "| [2025-01-01_Fake](2025-01-01_Fake) |" in index.read_text()
-    readme.write_text(
-        readme.read_text().replace("TODO: the idea (against what), n", "An idea, n=2")
-    )
+    readme.write_text(readme.read_text().replace("| Idea | 1 |", "| An idea, n=2 | 1 |"))
     code, line = checked(root, folder="experiments/README.md")
     assert code == 1 and line == (
         "experiments/README.md  FAIL: the ideas table is stale: "
@@ -338,3 +355,151 @@ def test_the_ideas_table_names_a_stale_table_a_bad_row_and_a_folder_in_no_row(fr
         "folder's row links it (add one)"
     )
     assert "No experiments yet." in index.read_text()
+
+
+# Issue 29: forks.py refuses a base that is the folder or derives from it, and never leaves a diff
+# that makes a checked folder fail.
+
+
+def forks(*argv):
+    """tools/forks.py in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = forks_cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "folder, line",
+    [
+        ("nonexist", "nonexist: no such folder (FOLDER is an arm folder or a record's previous/)"),
+        (
+            "experiments",
+            "experiments: not an arm folder (experiments/<YYYY-MM-DD>_<Name>/<arm>, "
+            "beside arms.tsv) or a record's previous/",
+        ),
+    ],
+)
+def test_forks_cli_names_a_folder_that_is_no_fork(frozen, monkeypatch, folder, line):
+    monkeypatch.chdir(frozen)
+    assert forks(folder, BASE) == (2, "", f"error: {line}\n")
+
+
+@pytest.mark.parametrize(
+    "base, line",
+    [
+        (
+            f"{EXP}/fork",
+            f"{EXP}/fork: the base {EXP}/fork is the folder itself: a fork.diff starts "
+            "from a record's train_gpt.py or another arm folder",
+        ),
+        (
+            f"{EXP}/fork_b",
+            f"{EXP}/fork: the base {EXP}/fork_b is rebuilt from the folder (a "
+            "cycle): a fork.diff starts from a record's train_gpt.py or another arm folder",
+        ),
+        (
+            "fork.py",
+            "BASE fork.py is not a frozen script: a fork's base is a record's train_gpt.py "
+            "(records/<track>/<YYYY-MM-DD>_<Name>/train_gpt.py) or an arm folder",
+        ),
+        (
+            "train_gpt.py",
+            "BASE train_gpt.py is not a frozen script (the root train_gpt.py changes "
+            "with every record): a fork's base is a record's train_gpt.py "
+            "(records/<track>/<YYYY-MM-DD>_<Name>/train_gpt.py) or an arm folder",
+        ),
+    ],
+)
+def test_forks_cli_refuses_a_base_that_is_the_folder_derives_from_it_or_is_not_frozen(
+    frozen, tmp_path, monkeypatch, base, line
+):
+    """forks.py FOLDER FOLDER deleted a tracked fork.diff; a base rebuilt from the folder wrote a
+    cyclic diff; the root script as base would move with every record."""
+    root = copy_of(frozen, tmp_path)
+    shutil.copyfile(FAKE, root / "train_gpt.py")
+    monkeypatch.chdir(root)
+    diff = root / EXP / "fork" / forkdiff.DIFF
+    good = diff.read_bytes()
+    assert forks(f"{EXP}/fork", base) == (2, "", f"error: {line}\n")
+    assert diff.read_bytes() == good and checked(root)[0] == 0
+
+
+def test_forks_cli_refuses_a_diff_for_a_previous_that_embeds_a_record_script(tmp_path, monkeypatch):
+    """forks.py <record>/previous <that record's script> wrote a diff that made a valid record
+    fail: previous/'s logs embed the record before it, unchanged, and take no diff."""
+    shutil.copytree(REPO / "records", tmp_path / "records")
+    monkeypatch.chdir(tmp_path)
+    rec = "records/cpu_shakespeare/2026-12-03_TwoLayers"
+    before = layout.find_records(str(tmp_path / "records"))
+    logged = forkdiff.logged_source(f"{rec}/previous")
+    [same] = [
+        s for s in layout.frozen_scripts(str(tmp_path)) if (tmp_path / s).read_text() == logged
+    ]
+    code, out, err = forks(f"{rec}/previous", f"{rec}/train_gpt.py")
+    assert (code, out) == (2, "") and err == (
+        f"error: {rec}/previous: its logs embed {same} unchanged, so it takes no fork.diff "
+        f"(python tools/forks.py {rec}/previous {same} removes one)\n"
+    )
+    assert not (tmp_path / rec / "previous" / "fork.diff").exists()
+    assert layout.find_records(str(tmp_path / "records")) == before
+
+
+def test_forks_cli_takes_back_a_diff_that_would_make_another_folder_fail(frozen, tmp_path):
+    """An experiment ran EXP/fork while its fork.diff rebuilt another source than its logs; putting
+    the diff right would make that experiment fail (its arm no longer stands for its logs): the
+    diff is taken back, named, nothing changed."""
+    root = copy_of(frozen, tmp_path)
+    diff = root / EXP / "fork" / forkdiff.DIFF
+    diff.write_text(diff.read_text().replace("# the fork", "# another fork"))
+    edited = diff.read_bytes()
+    again = "experiments/2025-01-02_Again"
+    p = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "compare.py"), "-n", "1", "--out", "out"]
+        + ["--arm", f"again={EXP}/fork", "--freeze", again],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0 and "warning: --arm again: " in p.stderr, p.stdout + p.stderr
+    fill_in(root / again / "README.md")
+    assert checked(root, folder=again) == (1, f"{again}  OK")  # EXP fails: its diff was edited
+    code, out, err = forks_in(root, f"{EXP}/fork", BASE)
+    assert (code, out) == (2, "") and err == (
+        f"error: fork.diff from {BASE} not written: {again} would then fail the check: arms.tsv: "
+        f"again: {EXP}/fork is not the source its logs embed (name the script they ran, or the "
+        f"arm's folder with a fork.diff from it)\n"
+    )
+    assert diff.read_bytes() == edited and not list((root / EXP / "fork").glob("*.tmp*"))
+
+
+def forks_in(root, *argv):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return forks(*argv)
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_diff_is_written_whole_or_not_at_all(frozen, tmp_path, monkeypatch):
+    root = copy_of(frozen, tmp_path)
+    diff = root / EXP / "fork" / forkdiff.DIFF
+    good = diff.read_bytes()
+    diff.write_text("garbage\n")
+
+    def full(src, dst):
+        raise OSError(28, "No space left on device", dst)
+
+    monkeypatch.setattr(layout.os, "replace", full)
+    code, out, err = forks_in(root, f"{EXP}/fork", BASE)
+    assert (code, out) == (2, "") and err == (
+        f"error: {EXP}/fork/fork.diff: No space left on device (make the folder writable and "
+        f"rerun)\n"
+    )
+    assert diff.read_bytes() == b"garbage\n" and sorted(os.listdir(diff.parent)) == sorted(
+        [forkdiff.DIFF] + [p.name for p in (frozen / EXP / "fork").glob("*.txt")]
+    )
+    monkeypatch.undo()
+    assert forks_in(root, f"{EXP}/fork", BASE)[0] == 0 and diff.read_bytes() == good

@@ -17,7 +17,18 @@ import os
 import re
 import subprocess
 
-from layout import ARMS, LayoutError, fork_root, name_in, read_arms, read_text
+from layout import (
+    ARMS,
+    FROZEN_RE,
+    LayoutError,
+    folder_kind,
+    fork_root,
+    frozen_scripts,
+    name_in,
+    read_arms,
+    read_text,
+    write_atomic,
+)
 from logformat import LogError, read_log
 
 DIFF = "fork.diff"
@@ -97,6 +108,29 @@ def apply_diff(diff, old, where):
     return "".join(out + src[pos:])
 
 
+def diff_size(diff):
+    """(lines added, lines removed) by a diff."""
+    lines = split_lines(diff)[2:]
+    return sum(x.startswith("+") for x in lines), sum(x.startswith("-") for x in lines)
+
+
+def lineage(script, root, _seen=()):
+    """The absolute paths SCRIPT's source is rebuilt from, itself first: for an arm folder, the
+    folder, then its fork.diff's base or its arms.tsv SCRIPT, and so on down to a script. Stops at
+    what cannot be read or at a cycle (source() names those)."""
+    path = os.path.abspath(os.path.join(root, script))
+    if not os.path.isdir(path) or path in _seen:
+        return [*_seen, path]
+    diff_path = os.path.join(path, DIFF)
+    try:
+        if os.path.isfile(diff_path):
+            return lineage(base_of(read_text(diff_path), diff_path), root, (*_seen, path))
+        scripts = {name: words[0] for name, words in read_arms(os.path.dirname(path))}
+        return lineage(scripts[os.path.basename(path)], root, (*_seen, path))
+    except (OSError, UnicodeDecodeError, LayoutError, KeyError):
+        return [*_seen, path]
+
+
 def source(script, root, _seen=()):
     """The source SCRIPT (relative to root, or absolute) stands for: a script's text; for a folder
     with fork.diff, its base's source with the diff applied; for an arm folder without, the source
@@ -152,48 +186,101 @@ def logged_source(folder):
     return next(iter(sources))
 
 
-def write_fork(folder, root, base, new):
+def write_fork(folder, root, base, new, name=None):
     """Make folder/fork.diff the diff from base (a SCRIPT relative to root) to new, or remove it if
-    new is base's source. Returns the SCRIPT that stands for new: the folder, or the base."""
-    diff = make_diff(source(base, root), new, base, name_in(folder, root))
+    new is base's source; name is what its `+++ ` line calls the folder (default: the folder
+    relative to root). Returns the SCRIPT that stands for new: the folder (its name), or the base.
+    Written whole or not at all (OSError); a base that is the folder, or is rebuilt from it, raises
+    ForkError."""
+    name = name or name_in(folder, root)
+    if os.path.abspath(folder) in lineage(base, root):
+        what = (
+            "is the folder itself"
+            if lineage(base, root)[0] == os.path.abspath(folder)
+            else ("is rebuilt from the folder (a cycle)")
+        )
+        raise ForkError(
+            f"{name}: the base {base} {what}: a fork.diff starts from a record's train_gpt.py "
+            f"or another arm folder"
+        )
+    diff = make_diff(source(base, root), new, base, name)
     path = os.path.join(folder, DIFF)
     if not diff:
         if os.path.exists(path):
             os.remove(path)
         return base
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(diff)
-    return name_in(folder, root)
+    write_atomic(path, diff)
+    return name
 
 
-def git_tracks(path):
-    """Whether git tracks the file at path (so a clone has it); None where git cannot say (no git,
-    or not in a repository)."""
+def git_state(path):
+    """What git says of the file at path: clean (tracked, as HEAD holds it), untracked (or
+    ignored) or modified; None where git cannot say (no git, or not in a repository)."""
     try:
         git = subprocess.run(
-            ["git", "ls-files", "--error-unmatch", "--", os.path.basename(path)],
+            ["git", "status", "--porcelain", "--ignored", "--", os.path.basename(path)],
             cwd=os.path.dirname(os.path.abspath(path)),
             capture_output=True,
+            text=True,
         )
     except OSError:
         return None
-    return {0: True, 1: False}.get(git.returncode)  # (128: not in a git repository)
+    if git.returncode != 0:
+        return None
+    status = git.stdout[:2]
+    return "clean" if not status else "untracked" if status in ("??", "!!") else "modified"
 
 
-def check_base(path):
-    """Refuse a base that a clone would lack or that cannot be rebuilt: a missing path, a file that
-    git does not track, an arm folder whose source cannot be rebuilt."""
+def base_error(path, root):
+    """Why the file or folder at path cannot be a fork's base (one line naming it), or None. A base
+    is frozen: an arm folder whose source rebuilds, or a record's train_gpt.py
+    (records/<track>/<YYYY-MM-DD>_<Name>/train_gpt.py) as git holds it, so a clone rebuilds every
+    fork; never the root train_gpt.py, which changes with every record."""
+    name = name_in(path, root)
     if os.path.isdir(path):
-        root = fork_root(path)
-        source(name_in(path, root), root)
-        return
+        if folder_kind(path) not in ("arm", "previous"):
+            return (
+                f"{name} is a folder but no arm folder (experiments/<YYYY-MM-DD>_<Name>/<arm>, "
+                f"beside arms.tsv): a fork's base is a record's train_gpt.py or an arm folder"
+            )
+        try:
+            source(name_in(path, fork_root(path)), fork_root(path))
+        except ForkError as e:
+            return str(e)
+        return None
     if not os.path.isfile(path):
-        raise ForkError(f"{path} does not exist")
-    if git_tracks(path) is False:
-        raise ForkError(
-            f"{path} is not tracked by git, so a clone would lack it: name the tracked script "
+        return f"{name} does not exist"
+    if not FROZEN_RE.fullmatch(name):
+        why = " (the root train_gpt.py changes with every record)" if name == "train_gpt.py" else ""
+        return (
+            f"{name} is not a frozen script{why}: a fork's base is a record's "
+            f"train_gpt.py (records/<track>/<YYYY-MM-DD>_<Name>/train_gpt.py) or an arm folder"
+        )
+    state = git_state(path)
+    if state == "untracked":
+        return (
+            f"{name} is not tracked by git, so a clone would lack it: name the tracked script "
             f"it forks, e.g. --base records/<track>/<record>/train_gpt.py"
         )
+    if state == "modified":
+        return (
+            f"{name} differs from what git holds (git diff HEAD -- {name} shows how), so a clone "
+            f"would rebuild another fork: restore it (git checkout HEAD -- {name})"
+        )
+    return None
+
+
+def check_base(path, root):
+    """Raise ForkError (base_error's line) if path cannot be a fork's base."""
+    why = base_error(path, root)
+    if why:
+        raise ForkError(why)
+
+
+def frozen_bases(root):
+    """The records' train_gpt.py under root that can be a base (base_error is None), relative to
+    root."""
+    return [s for s in frozen_scripts(root) if base_error(os.path.join(root, s), root) is None]
 
 
 def nearest(new, bases, root):

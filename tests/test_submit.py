@@ -290,3 +290,23 @@ def test_a_track_folder_that_cannot_be_written_is_one_line(records, tmp_path, mo
             f"refused: cannot write {dest}: {track}: File exists ({track} is a file where a "
             "folder belongs: move it, or pass --records DIR); nothing written\n"
         )
+
+
+def test_the_checker_fails_a_record_that_is_not_significantly_faster(records):
+    """The same rule in tools/verify.py: a record folder whose times beat its previous/ only on
+    average (40.0 ± 47.2 s against 63 s, n=2) fails the check, naming the Welch p."""
+    import verify
+
+    d = records / TRACK / "2025-01-04_Three"
+    (d / "previous").mkdir(parents=True)
+    (d / "train_gpt.py").write_text("# S3\n")
+    (d / "README.md").write_text("# Three\n")
+    runs(d, "# S3\n", [4.900, 4.901], [6_600, 73_400], seed=21)
+    runs(d / "previous", "# S2\n", [4.900, 4.901], [62_950, 63_050], seed=31)
+    manifest.write_manifest(d)
+    results = verify.check_all(str(records), {TRACK: 4.97})
+    [result] = [r for r in results if r["name"].endswith("2025-01-04_Three")]
+    assert not result["ok"]
+    assert any(
+        r.startswith("not significantly faster") and "p=0.31" in r for r in result["reasons"]
+    )

@@ -340,7 +340,8 @@ def freeze(folder, arms, results, table, base=None, workdir="."):
                 f"## Results\n\nArms (p-values against the first): {names}; commands in arms.tsv; "
                 f"each fork's diff in <arm>/{forkdiff.DIFF}, from the frozen script its first "
                 f"line names.\n\n"
-                f"```text\n{table}\n```\n\n![loss against training time](compare.png)\n"
+                f"```text\n{table}\n```\n\n"
+                "![val loss per arm, by step and by time; each run's final val loss](compare.png)\n"
             )
         os.rename(tmp, folder)
     except BaseException:

@@ -34,7 +34,7 @@ from layout import (
 )
 from logformat import LogError, read_log
 from manifest import manifest_errors
-from stats import claim_p, fmt, fmt_time, stats_of, summary
+from stats import claim_p, faster_p, fmt, fmt_p, fmt_time, stats_of, summary
 
 
 def rule_breaks(run, rules):
@@ -66,7 +66,7 @@ def summarize(runs, target, claims):
             elif mean > target:
                 reasons.append(f"mean {mean:.4f} above target {target}")
             elif p >= tracks.P_MAX:
-                reasons.append(f"p={p:.2g} not below {tracks.P_MAX}")
+                reasons.append(f"p={fmt_p(p, tracks.P_MAX)} not below {tracks.P_MAX}")
     return {
         "n": n,
         "mean": mean,
@@ -244,9 +244,16 @@ def check_record(rdir, track, targets, rules=None, before=None, retired=False):
         previous = check_previous(rdir, track, rules, before, reasons)
         if previous and runs:
             ratio = s["time_mean"] / stats_of(previous)[2]
+            p_time = faster_p(runs, previous)
             if ratio >= 1:
                 reasons.append(
                     f"not faster than the previous script run beside it ({ratio:.3f}x its time)"
+                )
+            elif not p_time < tracks.P_MAX:
+                reasons.append(
+                    f"not significantly faster than the previous script run beside it: "
+                    f"p={fmt_p(p_time, tracks.P_MAX)} (one-sided Welch t-test on the training "
+                    f"times) not below {tracks.P_MAX}"
                 )
     note = (
         "baseline, defines the target"
@@ -388,7 +395,7 @@ def flag_mismatches(flags, hparams):
 
 def record_line(r):
     """A check_record result as the one line tools/check.py prints for it."""
-    p = "-" if r["p"] is None else fmt(r["p"], ".2g")
+    p = "-" if r["p"] is None else fmt_p(r["p"], tracks.P_MAX)
     status = "OK" if r["ok"] else "FAIL: " + "; ".join(r["reasons"])
     if r["ok"] and r["note"]:
         status += f" ({r['note']})"

@@ -5,7 +5,9 @@
 # verdict: the track's target reached or not.
 set -euo pipefail
 cd "$(dirname "$0")"
-python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python -m pip install -q -r requirements.txt
+mkdir -p logs
+python -c "import torch, numpy, tiktoken, huggingface_hub" 2>/dev/null || python -m pip install -q -r requirements.txt 2>logs/pip.err \
+  || { echo "run.sh: pip could not install requirements.txt ($(tail -n 1 logs/pip.err)); is PyPI reachable?" >&2; exit 1; }
 
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || true)
 if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

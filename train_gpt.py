@@ -748,11 +748,16 @@ def validate_cutoffs(h, need):
     need(h.model_dim >= 4 ** len(ranks), "model_dim head_cutoffs", bands)
 
 
-def data_command(pattern):  # what builds or fetches the shards a pattern names
-    for name, command in dict(shakespeare="shakespeare.py", fineweb="cached_fineweb10B.py").items():
+def data_command(pattern):
+    """What builds or fetches the shards a pattern names; paths are relative to the repository."""
+    command = "python data/fineweb.py <your text files>"
+    for name, script in dict(shakespeare="shakespeare.py", fineweb="cached_fineweb10B.py").items():
         if name in pattern:
-            return f"python data/{command}"
-    return "python data/fineweb.py <your text files>"
+            command = f"python data/{script}"
+    repo = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(os.path.join(repo, "data")) and repo != os.getcwd():  # run from elsewhere
+        command = f"cd {repo} && {command}, then run from there"
+    return command
 
 
 def check_shard(path, h):

@@ -254,7 +254,9 @@ def test_missing_files_give_one_line_error(
     workdir,
 ):  # a subprocess: the process's stderr is one line, no traceback
     err = one_line_error(run(workdir, "--train_files=nothing/shakespeare_train_*.bin", check=False))
-    assert "nothing/shakespeare_train_*.bin" in err and "python data/shakespeare.py" in err
+    assert "nothing/shakespeare_train_*.bin" in err
+    # run from another folder than the repository's: the command says where it runs
+    assert f"cd {ROOT} && python data/shakespeare.py, then run from there" in err
 
 
 @pytest.mark.parametrize("corruption", ["magic", "truncated", "version"])

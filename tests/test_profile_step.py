@@ -1,10 +1,10 @@
 """tools/profile_step.py on a tiny configuration: the phases add up to the step."""
 
 import profile_step
-from test_train_gpt import SCRIPT, TINY, workdir  # noqa: F401
+from test_train_gpt import SCRIPT, TINY
 
 
-def test_the_phases_add_up_to_the_whole_step(workdir, monkeypatch, capsys):  # noqa: F811
+def test_the_phases_add_up_to_the_whole_step(workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     assert profile_step.main([SCRIPT, "--steps", "2", "--", *TINY]) == 0
     out = capsys.readouterr().out

@@ -8,10 +8,10 @@ import os
 import pytest
 import sample
 import torch
-from test_train_gpt import ROOT, TINY, newest_log, run, run_id, workdir  # noqa: F401
+from test_train_gpt import ROOT, TINY, newest_log, run, run_id
 
 
-def test_a_tiny_checkpoint_samples_the_same_text_for_a_seed(workdir, capsys):  # noqa: F811
+def test_a_tiny_checkpoint_samples_the_same_text_for_a_seed(workdir, capsys):
     run(workdir, "--num_iterations=2", "--val_loss_every=0", "--save_checkpoint=true")
     checkpoint = workdir / "logs" / f"{run_id(newest_log(workdir))}_step2.pt"
     texts = []

@@ -44,18 +44,6 @@ TINY = [
 ]  # the preset's bf16 would blur the equalities these runs check; bf16 has its own unit tests
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A learnable token stream: a repeated random phrase of ids < 1000, broken every 97 tokens."""
-    d = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(0)
-    stream = np.tile(rng.integers(0, 1000, size=500), 200)
-    stream[::97] = 999
-    shards.write_shard(d / "train_000000.bin", stream[:60000])
-    shards.write_shard(d / "val_000000.bin", stream[60000:65000])
-    return d
-
-
 def run(workdir, *args, nproc=1, check=True):
     if nproc == 1:
         cmd = [sys.executable, SCRIPT]

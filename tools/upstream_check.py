@@ -408,6 +408,7 @@ def main(argv=None):
     ap.add_argument("log", help="an upstream record log, e.g. 2025-01-04_SoftCap's")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.manual_seed(0)  # upstream's model draws its initial weights: the same table every time
     ns, loop = load_upstream(source_of(args.log))
     h, ours = ours_model()
     table = Table()

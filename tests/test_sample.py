@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import os
 
+import layout
 import pytest
 import sample
 import torch
@@ -32,7 +33,7 @@ def test_an_old_records_script_samples_too(tmp_path, capsys):
     """The TwoLayers record's frozen script (no checkpoints of its own): its model, saved in the
     checkpoint format, is rebuilt by its own source."""
     path = sorted(glob.glob(os.path.join(ROOT, "records/cpu_shakespeare/2026-12-03_TwoLayers")))[0]
-    old = sample.load_module("two_layers", os.path.join(path, "train_gpt.py"))
+    old = layout.load_script(os.path.join(path, "train_gpt.py"), "two_layers")
     h = old.parse_args([a for a in TINY if not a.startswith(("--train_files", "--val_files"))])
     torch.manual_seed(0)
     model = old.GPT(h)

@@ -17,6 +17,7 @@ folder) works the same; ROOT is the checkout the tools belong to, the default fo
 """
 
 import errno
+import importlib.util
 import os
 import re
 import shlex
@@ -237,13 +238,20 @@ def os_error(path, err, fix):
     return f"{path}: {err.strerror or err.__class__.__name__} ({fix})"
 
 
+def existing_part(path):
+    """The innermost of path and the folders above it that exists: where making path would start,
+    and, if it is a file, the file that stands where a folder belongs."""
+    at = os.path.abspath(path)
+    while not os.path.lexists(at):
+        at = os.path.dirname(at)
+    return at
+
+
 def unwritable(folder):
     """Whether files can be made in folder (made with its parents if missing): None if they can,
     else (path, OSError) naming the path that refuses. Tried by making and removing a folder there,
     not read from permission bits, which root passes."""
-    at = os.path.abspath(folder)
-    while not os.path.lexists(at):
-        at = os.path.dirname(at)
+    at = existing_part(folder)
     if not os.path.isdir(at):
         return at, NotADirectoryError(errno.ENOTDIR, "a file where a folder belongs", at)
     try:
@@ -251,3 +259,12 @@ def unwritable(folder):
     except OSError as e:
         return at, e
     return None
+
+
+def load_script(path, name):
+    """A script of the repository (train_gpt.py, a record's or a checkpoint's copy of it, data/'s)
+    loaded as the module `name`: its definitions run, its main does not."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

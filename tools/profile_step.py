@@ -11,12 +11,12 @@ move every number.
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 
 import torch
+from layout import load_script
 
 
 class Timed:
@@ -31,13 +31,6 @@ class Timed:
         out = self.call(*args, **kwargs)
         self.seconds += time.perf_counter() - t0
         return out
-
-
-def load(script):
-    spec = importlib.util.spec_from_file_location("profiled_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def by_phase(module, run, steps):
@@ -67,7 +60,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     flags = argv[argv.index("--") + 1 :] if "--" in argv else []  # the script's own --name=value
     args = ap.parse_args(argv[: len(argv) - len(flags) - ("--" in argv)])
-    module = load(os.path.abspath(args.script))
+    module = load_script(os.path.abspath(args.script), "profiled_script")
     h = module.parse_args(flags)
     run = module.build_run(h, print)
     module.warm_up(run)

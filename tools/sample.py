@@ -12,22 +12,13 @@ the offline BPE file (data/tokenizer.py).
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
 
 import torch
 import torch.nn.functional as F
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from layout import ROOT, load_script
 
 
 def rebuild(path):
@@ -43,7 +34,7 @@ def rebuild(path):
         script = os.path.join(tmp, "checkpoint_script.py")
         with open(script, "w") as f:
             f.write(source)
-        module = load_module("checkpoint_script", script)
+        module = load_script(script, "checkpoint_script")
     args = [f"--{name}={value}" for name, value in hparams.items()]
     args.append("--compile=false")
     if "dtype" in hparams:  # eager bf16 is slow on CPUs; the weights are fp32 either way
@@ -106,7 +97,7 @@ def main(argv=None):
     if args.tokens < 0 or args.temperature < 0 or args.top_k < 0:
         sys.exit("sample: --tokens, --temperature and --top_k must be >= 0")
     sys.path.insert(0, os.path.join(ROOT, "data"))  # data/'s scripts import one another
-    tokenizer = load_module("tokenizer", os.path.join(ROOT, "data", "tokenizer.py"))
+    tokenizer = load_script(os.path.join(ROOT, "data", "tokenizer.py"), "tokenizer")
     encoding = tokenizer.fallback_encoding()
     model, h = rebuild(args.checkpoint)
     ids = [h.bos_id] + encoding.encode_ordinary(args.prompt)

@@ -36,6 +36,7 @@ from layout import (
     PREVIOUS,
     RECORD_RE,
     ROOT,
+    existing_part,
     find_records,
     name_in,
     record_before,
@@ -201,8 +202,8 @@ def write_error(e, dest):
         path, reason = e.filename or dest, e.strerror or str(e)
     track_dir = os.path.dirname(dest)
     path = shown(path)
-    blocker = next((p for p in parents(path) if os.path.isfile(p)), None)
-    if e.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+    blocker = existing_part(path)
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) and os.path.isfile(blocker):
         fix = f"{shown(blocker)} is a file where a folder belongs: move it, or pass --records DIR"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = f"make {shown(track_dir)} writable, or pass --records DIR"
@@ -211,16 +212,6 @@ def write_error(e, dest):
     else:
         fix = "fix that path, or pass --records DIR"
     return f"cannot write {shown(dest)}: {path}: {reason} ({fix})"
-
-
-def parents(path):
-    """path and the folders above it, innermost first."""
-    path = os.path.abspath(path)
-    while True:
-        yield path
-        if os.path.dirname(path) == path:
-            return
-        path = os.path.dirname(path)
 
 
 def main(argv=None):

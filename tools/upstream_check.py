@@ -21,17 +21,14 @@ when everything agrees within the tolerances below, exit 1 naming the first disa
 import argparse
 import ast
 import contextlib
-import importlib.util
 import os
 import re
 import sys
 
 import torch
+from layout import ROOT, load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = importlib.util.spec_from_file_location("train_gpt", os.path.join(ROOT, "train_gpt.py"))
-train_gpt = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(train_gpt)
+train_gpt = load_script(os.path.join(ROOT, "train_gpt.py"), "train_gpt")
 
 # Tolerances, relative to the largest absolute value of ours. Both sides run the same operations in
 # bf16 (upstream casts to bf16 in its forward and its Newton-Schulz) on the same kernels: where the

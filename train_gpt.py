@@ -459,13 +459,13 @@ def evaluate(run, step):
     T = h.seq_len
     rows_per_forward = max(1, h.device_batch_size // T)
     starts = list(range(0, n, T))[run.rank :: run.world_size]
+    window = run.windows[window_size(step, h)]
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     for i in range(0, len(starts), rows_per_forward):
         batch = starts[i : i + rows_per_forward]
         for length in sorted({min(T, n - s) for s in batch}):
             rows = [run.val[s : s + length + 1] for s in batch if min(T, n - s) == length]
             buf = torch.from_numpy(np.stack(rows).astype(np.int64)).to(run.device)
-            window = run.windows[window_size(step, h)]
             loss_sum += run.compiled(buf[:, :-1], window, buf[:, 1:]).double()
     if run.world_size > 1:
         dist.all_reduce(loss_sum)
@@ -959,17 +959,18 @@ class Log:
 def save_checkpoint(run, log, step, train_ms):
     """logs/<uuid>_step<N>.pt, written whole or not at all: the weights, the optimizers' state, the
     step, the hyperparameters, and this source, which rebuilds the model (tools/sample.py)."""
+    if run.rank != 0:  # every rank holds the same weights and optimizer state
+        return
     path = log.path.replace(".txt", f"_step{step}.pt")
     optimizers = {name: opt.state_dict() for name, opt in run.optimizers.items()}
     state = dict(code=code, hparams=dataclasses.asdict(run.h), step=step, train_ms=train_ms)
     state |= dict(model=run.model.state_dict(), optimizers=optimizers)
-    if run.rank == 0:
-        try:
-            torch.save(state, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        except OSError as e:
-            stop(f"cannot write {path}: {e.strerror}; free space in logs/ or pass --save_every=0")
-        log(f"checkpoint: {path}")
+    try:
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        stop(f"cannot write {path}: {e.strerror}; free space in logs/ or pass --save_every=0")
+    log(f"checkpoint: {path}")
 
 
 def resume(run, log):

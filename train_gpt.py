@@ -189,9 +189,7 @@ class CastedLinear(nn.Linear):  # fp32 master weights, the matmul in the activat
 class Rotary(nn.Module):
     def __init__(self, head_dim, max_seq_len, half):
         super().__init__()
-        self.half = (
-            half  # upstream's since 2024-12-31, turned in fp32: half the pairs keep position
-        )
+        self.half = half  # upstream's since 2024-12-31, in fp32: half the pairs keep position
         inv_freq = 10000 ** (-torch.arange(0, head_dim, 2).float() / head_dim)
         if half:
             inv_freq = (1 / 1024) ** torch.linspace(0, 1, head_dim // 4)
@@ -578,36 +576,6 @@ def train_step(run, step):
     return queued
 
 
-def warm_up(run):
-    """With torch.compile, 3 steps compile before the timed loop, then are undone: compiling is not
-    training, and a step's data depends only on its number."""
-    if not run.h.compile:
-        return
-    objs = [run.model, *run.optimizers.values()]
-    initial = copy.deepcopy([obj.state_dict() for obj in objs])
-    for step in range(3):
-        train_step(run, step)
-    for obj, state in zip(objs, initial):
-        obj.load_state_dict(state)
-
-
-def log_step(run, log, queued, train_ms):
-    h = run.h
-    step = queued["step"]
-    train_loss = queued["stats"][0].item() / h.batch_size
-    grad_norm = queued["stats"][1].item()
-    lr = lr_multiplier(step - 1, h) * h.muon_lr
-    log(
-        f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr:.5f} "
-        f"grad_norm:{grad_norm:.4f} train_time:{train_ms:.0f}ms step_avg:{train_ms / step:.2f}ms"
-    )
-    run.logged_step = step
-    run.logged_ms = train_ms
-    if not math.isfinite(train_loss):
-        log(f"stopped: non-finite train loss at step {step}; try a lower lr or more warmup_steps")
-        sys.exit(1)
-
-
 def train_stretch(run, log, start, end, train_ms):
     """Steps start..end - 1, timed from a sync before the first to one after the last. On a GPU
     step N is logged once step N + 1 is queued: its numbers are then on the host, unwaited for."""
@@ -657,10 +625,40 @@ def train(run, log):
 
 
 # -----------------------------------------------------------------------------
-# Harness: arguments and their ranges, shard checks, hardware, MFU, memory fit, the log, signals,
-# main. Nothing below this line changes what is trained.
+# Harness: the step's log line, the compile warm-up, arguments and their ranges, shard checks,
+# hardware, MFU, memory fit, the log file, signals, main. Nothing below changes what is trained.
 def stop(message):  # every early stop: one line, no traceback
     sys.exit(f"train_gpt.py: {message}")
+
+
+def log_step(run, log, queued, train_ms):
+    h = run.h
+    step = queued["step"]
+    train_loss = queued["stats"][0].item() / h.batch_size
+    grad_norm = queued["stats"][1].item()
+    lr = lr_multiplier(step - 1, h) * h.muon_lr
+    log(
+        f"step:{step}/{h.num_iterations} train_loss:{train_loss:.4f} lr:{lr:.5f} "
+        f"grad_norm:{grad_norm:.4f} train_time:{train_ms:.0f}ms step_avg:{train_ms / step:.2f}ms"
+    )
+    run.logged_step = step
+    run.logged_ms = train_ms
+    if not math.isfinite(train_loss):
+        log(f"stopped: non-finite train loss at step {step}; try a lower lr or more warmup_steps")
+        sys.exit(1)
+
+
+def warm_up(run):
+    """With torch.compile, 3 steps compile before the timed loop, then are undone: compiling is not
+    training, and a step's data depends only on its number."""
+    if not run.h.compile:
+        return
+    objs = [run.model, *run.optimizers.values()]
+    initial = copy.deepcopy([obj.state_dict() for obj in objs])
+    for step in range(3):
+        train_step(run, step)
+    for obj, state in zip(objs, initial):
+        obj.load_state_dict(state)
 
 
 def parse_args(argv):
@@ -949,9 +947,7 @@ class Log:
         if echo and self.echo:
             try:
                 print(msg, flush=True)
-            except (
-                BrokenPipeError
-            ):  # stdout closed (`| head`): the run goes on, the file has it all
+            except BrokenPipeError:  # stdout closed (`| head`): the file still has it all
                 self.echo = False
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 

@@ -85,8 +85,8 @@ TRACKS = {  # a track's preset: flags applied before the command line's
     # 2 CPU threads; records/cpu_shakespeare/ and experiments/ measure each choice
     "cpu_shakespeare": "--train_files=data/shakespeare/shakespeare_train_*.bin "
     "--val_files=data/shakespeare/shakespeare_val_*.bin --val_tokens=0 --batch_size=4096 "
-    "--device_batch_size=4096 --seq_len=128 --activation=relugtz --num_layers=2 --model_dim=128 "
-    "--num_heads=2 --num_value_embeds=1 --logit_softcap=0 --head_cutoffs=2048,8192 "
+    "--device_batch_size=4096 --seq_len=64 --activation=relugtz --num_layers=2 --model_dim=128 "
+    "--num_heads=2 --num_value_embeds=1 --logit_softcap=0 --head_cutoffs=2048,8192,16384 "
     "--num_iterations=240 --cooldown_frac=0.5 --muon_lr=0.02 --val_loss_every=48 "
     "--muon_momentum_warmup_steps=15 --value_embed_mix=gate --no_attention_layers= --rotary=full "
     "--embed_dtype=float32 --adam_beta1=0.9",

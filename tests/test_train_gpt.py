@@ -504,7 +504,7 @@ def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(
             "--vocab_size=900 is out of range; valid: 0 <= bos_id=50256 < vocab_size=900",
         ),
         (["--bos_id=99999"], "--bos_id=99999 is out of range"),
-        (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 4^2"),
+        (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 4^3"),
         (["--muon_lr=nan"], "--muon_lr=nan is out of range; valid: a finite number >= 0"),
         (["--muon_momentum=1.5"], "--muon_momentum=1.5 is out of range; valid: in [0, 1)"),
         (["--embed_lr=-1"], "--embed_lr=-1.0 is out of range"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
+import layout
 import manifest
 import submit
 from logformat import RULER
@@ -179,9 +180,9 @@ def test_the_real_records_same_date_case(tmp_path):
     before TwoLayers, beating WrittenAttentionBF16, would make TwoLayers fail."""
     records = tmp_path / "records"
     shutil.copytree(REPO / "records" / TRACK, records / TRACK)
-    for folder in (records / TRACK).iterdir():  # the records as they stood on 2026-12-03
-        if folder.name[0].isdigit() and folder.name[:10] > "2026-12-03":  # not retired/
-            shutil.rmtree(folder)
+    for name in layout.record_folders(records / TRACK):  # the records as they stood on 2026-12-03
+        if name[:10] > "2026-12-03":
+            shutil.rmtree(records / TRACK / name)
     before = (records / TRACK / "2026-12-02_WrittenAttentionBF16" / "train_gpt.py").read_text()
     new = runs(tmp_path / "logs", "# a new script\n", [4.90, 4.91, 4.92], [30_000, 30_500, 31_000])
     prev = runs(tmp_path / "logs", before, [4.90, 4.91, 4.92], [60_000, 60_500, 61_000], seed=31)

@@ -211,6 +211,35 @@ def test_value_embeddings_change_nothing_at_init():
     assert [b.attn.ve_gate is not None for b in one.blocks] == [True, False, False, True]
 
 
+def test_embed_rows_are_frequency_ranks_and_adam_leaves_rows_without_gradient_as_they_are():
+    """--embed_rows=N: an id's row is its training frequency rank, ranks N - 1 and up share the
+    last row; rows no id of training maps to never get a gradient, so Adam never moves them (what
+    makes N >= the distinct training ids + 1 train as the full tables do)."""
+    torch.manual_seed(0)
+    model = train_gpt.GPT(tiny_hparams("--embed_rows=8", "--num_value_embeds=1"))
+    for p in model.parameters():  # zero-init projections, head and gates: no gradient at all
+        if p.ndim < 2 or not p.any():
+            torch.nn.init.normal_(p, std=0.05)
+    counts = np.zeros(128)
+    counts[[5, 9, 11]] = [30, 20, 10]  # ranks 0, 1, 2; then the unseen ids in id order: 0 -> 3 ...
+    model.lm_head.rank_by(counts)
+    tables = [model.embed, *model.value_embeds]
+    assert [tuple(t.weight.shape) for t in tables] == [(8, 64), (8, 64)]
+    before = [t.weight.detach().clone() for t in tables]
+    adam = torch.optim.Adam([t.weight for t in tables], lr=0.1)
+    idx = torch.tensor([[BOS, 5, 11, 4, 100, 5, 11, 101]])  # BOS=7, 4, 100, 101: ranks 7 and up
+    for _ in range(3):
+        model(idx, 128, idx.roll(-1, 1)).backward()
+        for t in tables:
+            touched = t.weight.grad.abs().sum(1) > 0
+            assert touched.tolist() == [True, False, True, False, False, False, False, True]
+        adam.step()
+        adam.zero_grad()
+    for t, b in zip(tables, before):
+        moved = (t.weight != b).any(1)
+        assert moved.tolist() == [True, False, True, False, False, False, False, True]
+
+
 def test_relugtz_mlp_is_a_gated_dprelu_of_equal_size_trained_by_adam():
     """ReLUGTz: (beta relu(a - t) - alpha relu(t - a) + c) * b with [a, b] = fc(x), hidden 8/3 x dim
     so the block keeps ReLU^2's parameters (up to rounding and the 4 scalars); the scalars go to

@@ -450,6 +450,7 @@ BAD_VALUES = dict(
     window_max="64",
     logit_softcap="inf",
     head_cutoffs="64,abc",
+    embed_rows="-1",
     num_iterations="0",
     warmup_steps="-1",
     cooldown_frac="1.5",

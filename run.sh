@@ -17,11 +17,11 @@ if [ "${gpus:-0}" -gt 0 ] && python -c "import torch, sys; sys.exit(not torch.cu
 else
   python data/shakespeare.py
   python train_gpt.py --track=cpu_shakespeare --save_checkpoint=true "$@"
-  log=$(ls -t logs/*.txt | head -1)
-  checkpoint=$(ls -t "${log%.txt}"_step*.pt 2>/dev/null | head -1)  # this run's, if it saved one
+  log=$(ls -t logs/*.txt | sed -n 1p)
+  checkpoint=$(ls -t "${log%.txt}"_step*.pt 2>/dev/null | sed -n 1p || true)  # this run's, if any
   if [ -n "$checkpoint" ]; then
     echo "A sample of the model just trained (python tools/sample.py $checkpoint --tokens=80):"
     python tools/sample.py "$checkpoint" --tokens=80
   fi
 fi
-python tools/verdict.py "$(ls -t logs/*.txt | head -1)"  # the run's final val loss against its target
+python tools/verdict.py "$(ls -t logs/*.txt | sed -n 1p)"  # the run's final val loss against its target

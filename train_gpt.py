@@ -756,8 +756,9 @@ def validate_cutoffs(h, need):
     ok = len(ranks) == len(cutoffs) and ranks == sorted(set(ranks))
     valid = f"increasing ranks in (0, vocab_size={h.vocab_size}), comma-separated; '' = none"
     need(ok and all(0 < r < h.vocab_size for r in ranks), "head_cutoffs vocab_size", valid)
-    bands = f"model_dim >= 4^{len(ranks)} (adaptive softmax band i projects to model_dim / 4^i)"
-    need(h.model_dim >= 4 ** len(ranks), "model_dim head_cutoffs", bands)
+    # band i projects to model_dim / 4^i dims; torch.compile fails on 1 (a data-dependent guard)
+    bands = f"model_dim >= 2 x 4^{len(ranks)} (each adaptive softmax band at least 2 wide)"
+    need(h.model_dim >= 2 * 4 ** len(ranks), "model_dim head_cutoffs", bands)
 
 
 def data_command(pattern):
@@ -1094,11 +1095,14 @@ def failure(run, log, error):
     if run is not None and run.world_size > 1 and "by peer" in str(error):  # gloo's words
         why = f"another rank stopped after step {run.logged_step}; this one stops too"
     elif "inductor" in str(error).lower() or "dynamo" in str(error).lower():
-        why = "torch.compile failed: point TORCHINDUCTOR_CACHE_DIR at a writable empty folder"
-        why += ", or pass --compile=false"
+        why = "torch.compile failed: pass --compile=false, or, if its cache is the cause, point "
+        why += "TORCHINDUCTOR_CACHE_DIR at a writable empty folder"
     else:
         raise error
-    log(f"stopped: {why} ({str(error).splitlines()[0][:200]})")
+    # the first line that says what happened, not the backend's "backend='inductor' raised:"
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.endswith(" raised:")] + [""]
+    log(f"stopped: {why} ({lines[0][:200]})")
     return why
 
 

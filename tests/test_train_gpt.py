@@ -505,7 +505,7 @@ def test_a_bad_value_of_any_hyperparameter_is_one_line_naming_it(
             "--vocab_size=900 is out of range; valid: 0 <= bos_id=50256 < vocab_size=900",
         ),
         (["--bos_id=99999"], "--bos_id=99999 is out of range"),
-        (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 4^3"),
+        (["--model_dim=8"], "--model_dim=8 is out of range; valid: model_dim >= 2 x 4^3"),
         (["--muon_lr=nan"], "--muon_lr=nan is out of range; valid: a finite number >= 0"),
         (["--muon_momentum=1.5"], "--muon_momentum=1.5 is out of range; valid: in [0, 1)"),
         (["--embed_lr=-1"], "--embed_lr=-1.0 is out of range"),
@@ -684,6 +684,23 @@ def test_an_unusable_compile_cache_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, env=env)
     err = one_line_error(p)
     assert err.endswith("Not a directory; set TORCHINDUCTOR_CACHE_DIR to a writable folder"), err
+
+
+def test_a_compile_failure_is_one_line_with_its_cause_not_the_backend_header():
+    """torch.compile's errors begin "backend='inductor' raised:"; the line logged shows the cause
+    (here what a 1-wide adaptive softmax band once raised) and does not send a person to the cache
+    folder first."""
+    logged = []
+    error = RuntimeError(
+        "backend='inductor' raised:\nGuardOnDataDependentSymNode: Could not guard on Eq(u2, 1)\n"
+        "Caused by: ..."
+    )
+    why = train_gpt.failure(None, logged.append, error)
+    assert why.startswith("torch.compile failed: pass --compile=false"), why
+    assert logged == [f"stopped: {why} (GuardOnDataDependentSymNode: Could not guard on Eq(u2, 1))"]
+    other = ValueError("not a compile error")
+    with pytest.raises(ValueError):
+        train_gpt.failure(None, logged.append, other)
 
 
 def children(pid):

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Trying an idea"
-RECORD = "records/cpu_shakespeare/2026-12-05_Context64/train_gpt.py"
+RECORD = "records/cpu_shakespeare/2026-12-05_EmbedRowsHead1024/train_gpt.py"
 TRACK = "--track=cpu_shakespeare"
 # The shortening: appended to every arm's flags. 4 steps, eager, 8,192 val tokens, and a given peak
 # (no matmul benchmark): a few seconds a run.

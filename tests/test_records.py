@@ -23,7 +23,7 @@ import tables
 import tracks
 import verify
 from logformat import RULER, read_log, split_log
-from stats import fmt_time, stats_of
+from stats import faster_p, fmt_time, stats_of
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train_gpt.py"
@@ -513,8 +513,10 @@ def test_submit_round_trip(tmp_path, logs, slow_logs):
     assert not (records / TRACK / "2025-01-06_Mixed").exists()
 
 
-def test_repo_records_pass_and_readme_table_is_current():
-    """What `python tools/check.py --table` would write is what README.md holds."""
+def test_repo_records_pass_and_readme_table_is_current(monkeypatch):
+    """What `python tools/check.py --table` would write is what README.md holds. The repository's
+    logs have set times, so the checker's own Welch rule judges them, not clearly_faster."""
+    monkeypatch.setattr(verify, "faster_p", faster_p)
     records = REPO / "records"
     results = verify.check_all(str(records), tracks.TARGETS, REAL_RULES)
     assert results and all(r["ok"] for r in results), [verify.record_line(r) for r in results]

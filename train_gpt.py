@@ -1100,9 +1100,9 @@ def failure(run, log, error):
     else:
         raise error
     # the first line that says what happened, not the backend's "backend='inductor' raised:"
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    lines = [line for line in lines if not line.endswith(" raised:")] + [""]
-    log(f"stopped: {why} ({lines[0][:200]})")
+    lines = str(error).splitlines()
+    cause = next((line for line in lines if line.strip() and not line.endswith(" raised:")), "")
+    log(f"stopped: {why} ({cause[:200]})")
     return why
 
 

@@ -4,7 +4,6 @@
 
 import copy
 import ctypes
-import dataclasses
 import gc
 import math
 import os
@@ -16,7 +15,7 @@ import sys
 import time
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from glob import glob
 
 import numpy as np
@@ -494,9 +493,8 @@ def build_optimizers(h, model, rank, world_size):
         dict(name="tails", params=list(model.lm_head.tails.parameters()), lr=h.head_lr),
         dict(name="scalars", params=[p for p in model.parameters() if p.ndim < 2], lr=h.scalar_lr),
     ]
-    adam = torch.optim.Adam(
-        [g for g in groups if g["params"]], betas=(h.adam_beta1, 0.95), fused=True
-    )
+    groups = [g for g in groups if g["params"]]  # no tails without cutoffs
+    adam = torch.optim.Adam(groups, betas=(h.adam_beta1, 0.95), fused=True)
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     muon = Muon(matrices, h.muon_lr, h.muon_momentum, model.dtype, rank, world_size, h.compile)
     for group in adam.param_groups + muon.param_groups:
@@ -676,15 +674,16 @@ def warm_up(run):
 
 def parse_args(argv):
     """--track=NAME applies its preset, then every --name=value sets one field."""
-    if bad := [arg for arg in argv if not arg.startswith("--") or "=" not in arg]:
-        stop(f"arguments look like --name=value, got {bad[0]!r}")
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            stop(f"arguments look like --name=value, got {arg!r}")
     overrides = dict(arg[2:].split("=", 1) for arg in argv)
     track = overrides.pop("track", Hyperparameters.track)
     if track not in TRACKS:
         stop(f"--track={track} is unknown; tracks: {', '.join(TRACKS)}")
     h = Hyperparameters(track=track)
     preset = dict(arg[2:].split("=", 1) for arg in TRACKS[track].split())
-    names = [f.name for f in dataclasses.fields(h)]
+    names = [f.name for f in fields(h)]
     for name, value in (preset | overrides).items():
         if name not in names:
             stop(f"unknown hyperparameter --{name}; valid: {', '.join(names)}")
@@ -710,21 +709,19 @@ def validate(h, given=()):
 
     for name in ("num_iterations", "seq_len", "num_layers"):
         need(getattr(h, name) >= 1, name, ">= 1")
-    for name in ("val_tokens", "val_loss_every", "save_every", "threads"):
-        need(getattr(h, name) >= 0, name, ">= 0 (0 = off, or every val token)")
+    counts = ("val_tokens", "val_loss_every", "save_every", "threads", "embed_rows")
+    for name in (*counts, "muon_momentum_warmup_steps"):
+        need(getattr(h, name) >= 0, name, ">= 0")
     for name in ("embed_lr", "head_lr", "scalar_lr", "muon_lr", "logit_softcap", "peak_flops"):
         need(0 <= getattr(h, name) < math.inf, name, "a finite number >= 0")
-    need(h.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", ">= 0")
+    for name in ("muon_momentum", "adam_beta1"):
+        need(0 <= getattr(h, name) < 1, name, "in [0, 1)")
+    choices = dict(activation="relu2 relugtz", value_embed_mix="lambdas gate", rotary="half full")
+    choices |= dict(dtype="float32 bfloat16", embed_dtype="float32 bfloat16")
+    for name, valid in choices.items():
+        need(getattr(h, name) in valid.split(), name, valid.replace(" ", " or "))
     need(0 <= h.seed < 2**32, "seed", "in [0, 2^32) (0 = a fresh seed)")
     need(0 <= h.cooldown_frac <= 1, "cooldown_frac", "in [0, 1]")
-    need(0 <= h.muon_momentum < 1, "muon_momentum", "in [0, 1)")
-    need(h.activation in ("relu2", "relugtz"), "activation", "relu2 or relugtz")
-    need(h.dtype in ("float32", "bfloat16"), "dtype", "float32 or bfloat16")
-    need(h.embed_dtype in ("float32", "bfloat16"), "embed_dtype", "float32 or bfloat16")
-    need(h.value_embed_mix in ("lambdas", "gate"), "value_embed_mix", "lambdas or gate")
-    need(h.rotary in ("half", "full"), "rotary", "half or full")
-    need(0 <= h.adam_beta1 < 1, "adam_beta1", "in [0, 1)")
-    need(h.embed_rows >= 0, "embed_rows", ">= 0 (0 = vocab_size)")
     layers = h.no_attention_layers.split(",") if h.no_attention_layers else []
     need(all(i.isdigit() for i in layers), "no_attention_layers", "layer numbers, comma-separated")
     blocks = f"a positive multiple of {BLOCK}"
@@ -902,9 +899,8 @@ def flops_per_token(model, h):
         matmul_params -= (1 - share) * sum(p.numel() for p in tail.parameters())
     mean_window = sum(window_size(s, h) for s in range(h.num_iterations)) / h.num_iterations
     attention_layers = sum(block.attn is not None for block in model.blocks)
-    return round(
-        6 * matmul_params + 12 * attention_layers * h.model_dim * min(h.seq_len, mean_window)
-    )
+    attention = 12 * attention_layers * h.model_dim * min(h.seq_len, mean_window)
+    return round(6 * matmul_params + attention)
 
 
 def memory_estimate(h, num_params, tokens):
@@ -946,7 +942,6 @@ class Log:
         self.path = f"logs/{run_id}.txt"
         self.master = master
         self.file = None
-        self.echo = True
         self(f"{RULER}\n{code}{RULER}", echo=False)
 
     def __call__(self, msg, echo=True):
@@ -959,12 +954,11 @@ class Log:
             self.file.write(msg + "\n")
         except OSError as e:
             stop(f"cannot write {self.path}: {e.strerror}; run where logs/ can be written")
-        if echo and self.echo:
-            try:
+        try:
+            if echo:
                 print(msg, flush=True)
-            except BrokenPipeError:  # stdout closed (`| head`): the file still has it all
-                self.echo = False
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except BrokenPipeError:  # stdout closed (`| head`): print to nowhere; the log has it all
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def save_checkpoint(run, log, step, train_ms):
@@ -974,7 +968,7 @@ def save_checkpoint(run, log, step, train_ms):
         return
     path = log.path.replace(".txt", f"_step{step}.pt")
     optimizers = {name: opt.state_dict() for name, opt in run.optimizers.items()}
-    state = dict(code=code, hparams=dataclasses.asdict(run.h), step=step, train_ms=train_ms)
+    state = dict(code=code, hparams=asdict(run.h), step=step, train_ms=train_ms)
     state |= dict(model=run.model.state_dict(), optimizers=optimizers)
     try:
         torch.save(state, path + ".tmp")
@@ -994,7 +988,7 @@ def resume(run, log):
         stop(f"--resume={path}: not a readable checkpoint ({type(e).__name__}); pass one of logs/")
     if not same_code:
         stop(f"--resume={path} was written by another script; rebuild that one from the log")
-    ours = dataclasses.asdict(run.h)
+    ours = asdict(run.h)
     runtime = ["seed", "compile", "threads", "peak_flops", "val_loss_every"]  # not what is trained
     runtime += ["resume", "save_every", "save_checkpoint"]
     for name, value in state["hparams"].items():
@@ -1054,7 +1048,7 @@ def log_environment(run, log, peak, peak_source):
     )
     if run.device.type == "cuda":
         log(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout.rstrip())
-    log("hparams: " + " ".join(f"{k}={v}" for k, v in dataclasses.asdict(h).items()))
+    log("hparams: " + " ".join(f"{k}={v}" for k, v in asdict(h).items()))
     log(
         f"params:{sum(p.numel() for p in run.model.parameters())} "
         f"flops_per_token:{flops_per_token(run.model, h)} peak_flops:{peak:.3g} ({peak_source}) "

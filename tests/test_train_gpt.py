@@ -1,5 +1,6 @@
 """Tests of train_gpt.py on CPU: tiny models trained for a few steps on shards made here."""
 
+import dataclasses
 import gc
 import glob
 import os
@@ -479,9 +480,7 @@ BAD_VALUES = dict(
 
 
 def test_every_hyperparameter_is_checked():
-    assert set(BAD_VALUES) == {
-        f.name for f in train_gpt.dataclasses.fields(train_gpt.Hyperparameters)
-    }
+    assert set(BAD_VALUES) == {f.name for f in dataclasses.fields(train_gpt.Hyperparameters)}
 
 
 @pytest.mark.parametrize("name", sorted(BAD_VALUES))

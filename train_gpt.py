@@ -709,9 +709,9 @@ def validate(h, given=()):
 
     for name in ("num_iterations", "seq_len", "num_layers"):
         need(getattr(h, name) >= 1, name, ">= 1")
-    counts = ("val_tokens", "val_loss_every", "save_every", "threads", "embed_rows")
-    for name in (*counts, "muon_momentum_warmup_steps"):
+    for name in ("val_tokens", "val_loss_every", "save_every", "threads", "embed_rows"):
         need(getattr(h, name) >= 0, name, ">= 0")
+    need(h.muon_momentum_warmup_steps >= 0, "muon_momentum_warmup_steps", ">= 0")
     for name in ("embed_lr", "head_lr", "scalar_lr", "muon_lr", "logit_softcap", "peak_flops"):
         need(0 <= getattr(h, name) < math.inf, name, "a finite number >= 0")
     for name in ("muon_momentum", "adam_beta1"):
